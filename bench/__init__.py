@@ -1,0 +1,1 @@
+"""Benchmarks: speed, memory and soak runs. Results go to bench/results/."""

@@ -1,0 +1,1 @@
+"""iiot-splitfed: deploy package."""

@@ -1,0 +1,1 @@
+"""iiot-splitfed: gateway package."""

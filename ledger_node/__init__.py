@@ -1,0 +1,1 @@
+"""iiot-splitfed: ledger_node package."""

@@ -1,0 +1,1 @@
+"""iiot-splitfed: models package."""
