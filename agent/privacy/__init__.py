@@ -1,0 +1,27 @@
+"""Local differential privacy for the edge agent: mechanisms, events, accountant.
+
+See ``docs/privacy.md`` for the exact guarantee and threat model.
+"""
+
+from __future__ import annotations
+
+from agent.privacy.accountant import Accountant, Adjacency
+from agent.privacy.composition import analytic_gaussian_epsilon, composed_epsilon
+from agent.privacy.errors import AccountantStateError
+from agent.privacy.events import DpSgdStep, GaussianRelease, LabelRelease, PrivacyEvent
+from agent.privacy.mechanisms import (
+    clip_rows,
+    dp_sgd_aggregate,
+    gaussian_noise,
+    privatize_activations,
+    randomized_response,
+    rr_keep_probability,
+    secure_rng,
+)
+
+__all__ = [
+    "Accountant", "AccountantStateError", "Adjacency", "DpSgdStep", "GaussianRelease",
+    "LabelRelease", "PrivacyEvent", "analytic_gaussian_epsilon", "clip_rows", "composed_epsilon",
+    "dp_sgd_aggregate", "gaussian_noise", "privatize_activations", "randomized_response",
+    "rr_keep_probability", "secure_rng",
+]

@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from agent.privacy import (
+    Accountant,
+    AccountantStateError,
+    DpSgdStep,
+    GaussianRelease,
+    LabelRelease,
+    analytic_gaussian_epsilon,
+)
+from protocol.errors import BudgetExceeded, PrivacyError
+
+
+def _acc(tmp_path: Path, budget: float = 10.0, **kw: object) -> Accountant:
+    return Accountant(epsilon_budget=budget, delta=1e-5, state_path=tmp_path / "privacy.json", **kw)  # type: ignore[arg-type]
+
+
+def test_replace_adjacency_doubles_sensitivity(tmp_path: Path) -> None:
+    acc = _acc(tmp_path)
+    eps = acc.spend([GaussianRelease(noise_multiplier=4.0)])
+    assert eps == pytest.approx(analytic_gaussian_epsilon(mu=2 / 4.0, delta=1e-5))
+    (tmp_path / "z").mkdir()
+    z = _acc(tmp_path / "z", adjacency="zero_out")
+    assert z.spend([GaussianRelease(noise_multiplier=4.0)]) == pytest.approx(
+        analytic_gaussian_epsilon(mu=1 / 4.0, delta=1e-5)
+    )
+
+
+def test_per_record_accounting_charges_only_touched_records(tmp_path: Path) -> None:
+    acc = _acc(tmp_path)
+    # one epoch over 100 records in batches of 10: each record released once
+    for b in range(10):
+        acc.spend(
+            [GaussianRelease(noise_multiplier=4.0, records=tuple(range(b * 10, b * 10 + 10)))]
+        )
+    one = analytic_gaussian_epsilon(mu=0.5, delta=1e-5)
+    assert acc.epsilon == pytest.approx(one)
+    # second epoch: each record twice -> sqrt(2) mu
+    for b in range(10):
+        acc.spend(
+            [GaussianRelease(noise_multiplier=4.0, records=tuple(range(b * 10, b * 10 + 10)))]
+        )
+    assert acc.epsilon == pytest.approx(
+        analytic_gaussian_epsilon(mu=0.5 * math.sqrt(2), delta=1e-5)
+    )
+    # the worst-case choice (records=None) charges everything to every record
+    worst = Accountant(epsilon_budget=1e6, delta=1e-5, state_path=tmp_path / "w.json")
+    for _ in range(20):
+        worst.spend([GaussianRelease(noise_multiplier=4.0)])
+    assert worst.epsilon == pytest.approx(
+        analytic_gaussian_epsilon(mu=0.5 * math.sqrt(20), delta=1e-5)
+    )
+    assert worst.epsilon > acc.epsilon
+
+
+def test_labels_and_global_steps_add(tmp_path: Path) -> None:
+    acc = _acc(tmp_path)
+    acc.spend(
+        [
+            GaussianRelease(noise_multiplier=4.0, records=(1,)),
+            LabelRelease(epsilon=0.5, records=(1,)),
+        ]
+    )
+    acc.spend([DpSgdStep(noise_multiplier=8.0)])
+    expect = analytic_gaussian_epsilon(mu=math.sqrt(0.25 + 1 / 16), delta=1e-5) + 0.5
+    assert acc.epsilon == pytest.approx(expect)
+    with pytest.raises(PrivacyError):
+        acc.spend([DpSgdStep(noise_multiplier=1.0, sampling_prob=0.01)])  # replace adjacency
+
+
+def test_budget_stops_at_the_right_step_and_survives_restart(tmp_path: Path) -> None:
+    budget = 3.0
+    acc = _acc(tmp_path, budget)
+    expected_ok = max(
+        k
+        for k in range(1, 500)
+        if analytic_gaussian_epsilon(mu=0.5 * math.sqrt(k), delta=1e-5) <= budget
+    )
+    released = 0
+    while not acc.would_exceed([GaussianRelease(noise_multiplier=4.0)]):
+        acc.spend([GaussianRelease(noise_multiplier=4.0)])
+        released += 1
+    assert released == expected_ok and not acc.halted
+    with pytest.raises(BudgetExceeded, match="budget"):
+        acc.spend([GaussianRelease(noise_multiplier=4.0)])
+    assert acc.halted and acc.epsilon <= budget
+    again = _acc(tmp_path, budget)
+    assert again.halted and again.releases == expected_ok
+    assert again.epsilon == pytest.approx(acc.epsilon)
+    assert again.would_exceed([GaussianRelease(noise_multiplier=1e9)])
+    with pytest.raises(BudgetExceeded):
+        again.spend([GaussianRelease(noise_multiplier=1e9)])
+
+
+def test_would_exceed_does_not_spend(tmp_path: Path) -> None:
+    acc = _acc(tmp_path)
+    acc.would_exceed([GaussianRelease(noise_multiplier=1.0, records=(1, 2))])
+    acc.epsilon_after([GaussianRelease(noise_multiplier=1.0)])
+    assert acc.epsilon == 0.0 and acc.releases == 0
+
+
+def test_spend_is_on_disk_when_spend_returns(tmp_path: Path) -> None:
+    acc = _acc(tmp_path)
+    acc.spend([GaussianRelease(noise_multiplier=2.0, records=("w7",))])
+    on_disk = json.loads((tmp_path / "privacy.json").read_text())
+    assert on_disk["releases"] == 1 and on_disk["epsilon"] == pytest.approx(acc.epsilon)
+    assert _acc(tmp_path).epsilon == pytest.approx(acc.epsilon)
+
+
+def test_corrupt_or_deleted_state_is_never_reset(tmp_path: Path) -> None:
+    acc = _acc(tmp_path)
+    acc.spend([GaussianRelease(noise_multiplier=2.0)])
+    path = tmp_path / "privacy.json"
+    state = json.loads(path.read_text())
+    state["rho_global"] = 0.0  # an edit that lowers the spend
+    path.write_text(json.dumps(state))
+    with pytest.raises(AccountantStateError, match="checksum"):
+        _acc(tmp_path)
+    path.write_text("{not json")
+    with pytest.raises(AccountantStateError):
+        _acc(tmp_path)
+    path.unlink()
+    with pytest.raises(AccountantStateError, match="missing"):
+        _acc(tmp_path)
+
+
+def test_config_validation(tmp_path: Path) -> None:
+    for kw in ({"epsilon_budget": 0.0, "delta": 1e-5}, {"epsilon_budget": 1.0, "delta": 1.0}):
+        with pytest.raises(PrivacyError):
+            Accountant(state_path=tmp_path / "x.json", **kw)  # type: ignore[arg-type]
+    with pytest.raises(PrivacyError):
+        GaussianRelease(noise_multiplier=0.0)
+    with pytest.raises(PrivacyError):
+        GaussianRelease(noise_multiplier=1.0, records=())
+    with pytest.raises(PrivacyError):
+        DpSgdStep(noise_multiplier=1.0, sampling_prob=1.5)
+
+
+def test_zero_out_adjacency_accounts_poisson_subsampling(tmp_path: Path) -> None:
+    acc = _acc(tmp_path, 100.0, adjacency="zero_out")
+    eps = acc.spend([DpSgdStep(noise_multiplier=1.1, sampling_prob=0.01, count=100)])
+    assert 0 < eps < analytic_gaussian_epsilon(mu=math.sqrt(100) / 1.1, delta=1e-5) / 5
+    assert _acc(tmp_path, 100.0, adjacency="zero_out").epsilon == pytest.approx(eps)
+    with pytest.raises(AccountantStateError, match="adjacency"):
+        _acc(tmp_path, 100.0)
