@@ -1,0 +1,28 @@
+"""Gateway errors, below :mod:`protocol.errors`.
+
+::
+
+    SplitfedError
+    └── GatewayError                  gateway logic refused an operation
+        ├── AggregationError          FedAvg inputs inconsistent (shape, count, NaN)
+        └── RoundStateError           operation not valid in the round's current state
+
+Rejections of device messages are *not* exceptions: the admission pipeline
+returns a :class:`gateway.verify.Rejected` value, counts it and goes on.
+"""
+
+from __future__ import annotations
+
+from protocol.errors import SplitfedError
+
+
+class GatewayError(SplitfedError):
+    """The gateway refused an operation (not a device message: those are counted)."""
+
+
+class AggregationError(GatewayError):
+    """Weights to average disagree in count or shape, are non-finite, or have no samples."""
+
+
+class RoundStateError(GatewayError):
+    """The round is not in a state that allows this operation."""
