@@ -1,0 +1,141 @@
+"""What a simulated device serves: live signals and capture records (pure numpy).
+
+``LiveSignal`` yields successive samples (channels x n) with the current
+class; ``CaptureSource`` yields whole records. :class:`ArraySignal` loops
+over a fixed array (tests, dataset-as-stream); :class:`RecordCaptures`
+serves dataset records one per capture, each resampled to a fixed length by
+linear interpolation; :class:`VibrationSignal` adapts the synthetic
+vibration generator of :mod:`models.datasets.vibration`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+F32 = npt.NDArray[np.float32]
+
+
+class LiveSignal(Protocol):
+    """A continuous multichannel signal."""
+
+    @property
+    def channels(self) -> int:
+        """Channel count."""
+        ...
+
+    @property
+    def label(self) -> int | None:
+        """Class of the most recent sample."""
+        ...
+
+    def next_samples(self, n: int) -> F32:
+        """The next ``n`` samples, shape (channels, n)."""
+        ...
+
+
+class CaptureSource(Protocol):
+    """A sequence of labelled records."""
+
+    def next_capture(self) -> tuple[F32, int | None]:
+        """The next record (channels, length) and its class."""
+        ...
+
+
+class ArraySignal:
+    """Loops over ``x`` (channels, n) with one label per sample (or one for all)."""
+
+    def __init__(self, x: npt.ArrayLike, labels: Sequence[int] | int | None = None) -> None:
+        self._x = np.atleast_2d(np.asarray(x, dtype=np.float32))
+        n = self._x.shape[1]
+        if isinstance(labels, int) or labels is None:
+            self._labels: list[int | None] = [labels] * n
+        else:
+            if len(labels) != n:
+                raise ValueError("one label per sample")
+            self._labels = list(labels)
+        self._i = 0
+        self._label: int | None = None
+
+    @property
+    def channels(self) -> int:
+        """Channel count."""
+        return int(self._x.shape[0])
+
+    @property
+    def label(self) -> int | None:
+        """Label of the last sample served."""
+        return self._label
+
+    def next_samples(self, n: int) -> F32:
+        """Next ``n`` samples, wrapping around."""
+        idx = (self._i + np.arange(n)) % self._x.shape[1]
+        self._i = int((self._i + n) % self._x.shape[1])
+        if n:
+            self._label = self._labels[int(idx[-1])]
+        return self._x[:, idx]
+
+
+def resample(x: npt.ArrayLike, length: int) -> F32:
+    """Linear resampling of (channels, n) to (channels, length)."""
+    a = np.atleast_2d(np.asarray(x, dtype=np.float64))
+    if a.shape[1] == length:
+        return a.astype(np.float32)
+    src = np.linspace(0.0, 1.0, a.shape[1])
+    dst = np.linspace(0.0, 1.0, length)
+    return np.stack([np.interp(dst, src, row) for row in a]).astype(np.float32)
+
+
+class RecordCaptures:
+    """Serves records in order (looping), each resampled to ``length``."""
+
+    def __init__(self, series: Sequence[npt.ArrayLike], labels: Sequence[int], *, length: int,
+                 indices: Sequence[int] | None = None) -> None:
+        if len(series) != len(labels) or not series:
+            raise ValueError("need one label per record and at least one record")
+        self._series = series
+        self._labels = [int(v) for v in labels]
+        self._order = list(indices) if indices is not None else list(range(len(series)))
+        if not self._order or not all(0 <= i < len(series) for i in self._order):
+            raise ValueError("indices out of range")
+        self.length = length
+        self._pos = 0
+
+    def next_capture(self) -> tuple[F32, int | None]:
+        """Next record."""
+        i = self._order[self._pos % len(self._order)]
+        self._pos += 1
+        return resample(self._series[i], self.length), self._labels[i]
+
+
+class VibrationSignal:
+    """Adapter over ``models.datasets.vibration.VibrationStream`` (imported lazily)."""
+
+    def __init__(self, *, profile: Any = None, seed: int = 0) -> None:
+        import importlib
+
+        vibration = importlib.import_module("models.datasets.vibration")
+
+        self._stream = vibration.VibrationStream(profile, seed) if profile is not None \
+            else vibration.VibrationStream(seed=seed)
+        self._channels: int | None = None
+
+    @property
+    def channels(self) -> int:
+        """Channel count (probes the stream once)."""
+        if self._channels is None:
+            self._channels = int(np.atleast_2d(self._stream.next_samples(1)).shape[0])
+        return self._channels
+
+    @property
+    def label(self) -> int | None:
+        """Current machine condition class."""
+        lab = getattr(self._stream, "label", None)
+        return None if lab is None else int(lab)
+
+    def next_samples(self, n: int) -> F32:
+        """Next ``n`` samples."""
+        return np.atleast_2d(np.asarray(self._stream.next_samples(n), dtype=np.float32))
