@@ -267,12 +267,12 @@ class GatewayRound:
                 "epsilon_total": total,
             }
         record = {
-            "session": self.session,
+            "session_id": self.session,
             "round": self.round_no,
             "org": self.org,
             "group": group or self.org,
-            "merkle_root": self.merkle_root().hex(),
-            "leaf_count": len(self._leaves),
+            "envelopes_root": self.merkle_root().hex(),
+            "envelope_count": len(self._leaves),
             "devices": devices,
             "aggregate_sha256": agg_hash or "",
             "aggregated_devices": [u.source for u in updates],

@@ -47,7 +47,7 @@ def test_round_counts_leaves_and_averages_by_observed_samples() -> None:
     np.testing.assert_allclose(res.aggregate[0], np.full(3, (16 * 1.0 + 4 * 6.0) / 20))  # type: ignore[index]
     assert res.num_samples == 20
     rec = res.record
-    assert rec["merkle_root"] == merkle_root(msgs).hex()
+    assert rec["envelopes_root"] == merkle_root(msgs).hex()
     assert rec["devices"]["a"] == {"samples": 16, "epsilon": 0.75, "epsilon_total": 1.0}
     assert rec["devices"]["b"]["samples"] == 4
     assert rec["aggregated_devices"] == ["a", "b"]
@@ -61,7 +61,7 @@ def test_round_counts_leaves_and_averages_by_observed_samples() -> None:
         index=1,
         tree_size=3,
         path=audit_path(msgs, 1),
-        root=bytes.fromhex(rec["merkle_root"]),
+        root=bytes.fromhex(rec["envelopes_root"]),
     )
 
 
@@ -107,4 +107,4 @@ def test_abandoned_round_refuses_more_and_close() -> None:
 def test_empty_round_closes_without_aggregate() -> None:
     r = GatewayRound(org="o1", session="s", round_no=1, journal=InMemoryJournal())
     res = r.close(hasher=_hash)
-    assert res.aggregate is None and res.record["leaf_count"] == 0
+    assert res.aggregate is None and res.record["envelope_count"] == 0
