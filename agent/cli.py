@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
-        return 2
+        return int(exc.exit_code)
     except click.exceptions.Abort:
         return 1
     return 0
@@ -31,3 +31,8 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+from agent.keys_cli import keys_group, provision  # noqa: E402
+
+cli.add_command(keys_group)
+cli.add_command(provision)

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
-        return 2
+        return int(exc.exit_code)
     except click.exceptions.Abort:
         return 1
     return 0
