@@ -1,0 +1,36 @@
+"""Errors of the ledger node, all under :class:`protocol.errors.LedgerError`.
+
+::
+
+    LedgerError
+    ├── InvalidTransaction        tx undecodable, bad signature, wrong chain (refused at submit)
+    ├── ChainIntegrityError       stored chain fails verification (``verify`` names the block)
+    ├── CertificateError          a header certificate lacks a quorum or a signature is bad
+    ├── NotFoundError                  block, tx or state key unknown to this node
+    └── OrderingError             the ordering service (etcd) failed or is unreachable
+"""
+
+from __future__ import annotations
+
+from protocol.errors import ChainIntegrityError, InvalidTransaction, LedgerError
+
+__all__ = [
+    "CertificateError",
+    "ChainIntegrityError",
+    "InvalidTransaction",
+    "LedgerError",
+    "NotFoundError",
+    "OrderingError",
+]
+
+
+class CertificateError(LedgerError):
+    """A finality certificate does not reach the quorum or has a bad signature."""
+
+
+class NotFoundError(LedgerError):
+    """The requested block, transaction or state key does not exist (yet)."""
+
+
+class OrderingError(LedgerError):
+    """The ordering service failed (etcd unreachable, bad response)."""

@@ -1,0 +1,106 @@
+"""Contracts through a real node: authorisation, replay, invalid-stays-in-block."""
+
+from __future__ import annotations
+
+import nacl.signing
+
+from ledger_node.node import LedgerNode
+from ledger_node.registration import make_registration_request
+
+from .conftest import H1, H2, H3, Consortium, session_body
+
+
+def _commit(node: LedgerNode, *txs: bytes) -> list[tuple[bool, str | None]]:
+    block, _ = node.commit(list(txs), time_ms=node.genesis.time_ms + node.height + 1,
+                           proposer="org1")
+    return [(r.valid, r.reason) for r in block.results]
+
+
+def test_admin_registers_own_device_and_revokes(node: LedgerNode, consortium: Consortium) -> None:
+    c = consortium
+    assert _commit(node, c.register("org1", "pump1")) == [(True, None)]
+    rec = node.state.get("device/org1/pump1")
+    assert rec["pubkey_hex"] == bytes(c.devices["org1/pump1"].verify_key).hex()
+    assert rec["revoked"] is False and rec["registered_height"] == 1
+    assert _commit(node, c.tx("org1/admin", "device_revoke", {"device": "pump1"}))[0][0]
+    assert node.state.get("device/org1/pump1")["revoked_height"] == 2
+
+
+def test_other_orgs_admin_cannot_register(node: LedgerNode, consortium: Consortium) -> None:
+    c = consortium
+    root_before = node.state.root()
+    # org2's admin wraps a request that says org1
+    dk = nacl.signing.SigningKey.generate()
+    req = make_registration_request(signing_key=dk, org="org1", device="pump9")
+    [(valid, reason)] = _commit(node, c.tx("org2/admin", "device_register", {"request": req}))
+    assert not valid and reason is not None and "cannot register a device of org 'org1'" in reason
+    assert node.state.get("device/org1/pump9") is None
+    assert node.latest_header().invalid == ((0, reason),)
+    assert node.state.root() == root_before
+
+
+def test_forged_key_replay_and_non_validator_vote(node: LedgerNode, consortium: Consortium) -> None:
+    c = consortium
+    _commit(node, c.tx("server", "session_create", session_body()))
+    _commit(node, c.tx("server", "model_propose", {
+        "session_id": "s1", "version": 1, "weights_sha256": H3, "client_sha256": H1,
+        "server_sha256": H2}))
+    root_before = node.state.root()
+    forged = c.tx("org1/admin", "device_revoke", {"device": "x"}, key="org2/admin")
+    gateway_vote = c.tx("org1/gateway", "model_vote",
+                        {"session_id": "s1", "version": 1, "accept": True, "metric": 0.9})
+    unknown = c.tx("mallory", "device_revoke", {"device": "x"}, key="org1/admin")
+    results = _commit(node, forged, gateway_vote, unknown)
+    assert [v for v, _ in results] == [False, False, False]
+    assert "not the one bound to 'org1/admin'" in str(results[0][1])
+    assert "not an org validator" in str(results[1][1])
+    assert "unknown submitter" in str(results[2][1])
+    assert node.state.root() == root_before
+
+    reg = c.register("org3", "d1")
+    assert _commit(node, reg) == [(True, None)]
+    root_before = node.state.root()
+    [(valid, reason)] = _commit(node, reg)  # the very same bytes again
+    assert not valid and "replayed nonce" in str(reason)
+    assert node.state.root() == root_before
+
+
+def test_vote_quorum_and_finalisation(node: LedgerNode, consortium: Consortium) -> None:
+    c = consortium
+    _commit(node, c.tx("server", "session_create", session_body()))
+    prop = {"session_id": "s1", "version": 1, "weights_sha256": H3, "client_sha256": H1,
+            "server_sha256": H2}
+    fin = c.tx("server", "model_finalise", prop)
+    results = _commit(node, c.tx("server", "model_propose", prop),
+                      c.tx("org1/validator", "model_vote", {"session_id": "s1", "version": 1,
+                                                           "accept": True, "metric": 0.91}),
+                      fin)
+    assert [v for v, _ in results] == [True, True, False]
+    assert "1 accepting validator votes, session requires 2" in str(results[2][1])
+    assert node.state.get("model/s1") is None
+    results = _commit(
+        node,
+        c.tx("org1/validator", "model_vote", {"session_id": "s1", "version": 1, "accept": True}),
+        c.tx("org2/validator", "model_vote", {"session_id": "s1", "version": 1, "accept": True,
+                                              "metric": 0.88}),
+        c.tx("server", "model_finalise", prop))
+    assert [v for v, _ in results] == [False, True, True]
+    assert "already voted" in str(results[0][1])
+    model = node.state.get("model/s1")
+    assert model["version"] == 1 and model["accepted_by"] == ["org1", "org2"]
+
+
+def test_round_record_spend_and_budget(node: LedgerNode, consortium: Consortium) -> None:
+    c = consortium
+    _commit(node, c.tx("server", "session_create", session_body()), c.register("org1", "d1"))
+    rec = {"session_id": "s1", "round": 0, "group": "g1", "envelopes_root": H3,
+           "envelope_count": 10, "devices": {"d1": {"samples": 64, "epsilon": 5.0}},
+           "aggregate_sha256": H1}
+    assert _commit(node, c.tx("org1/gateway", "round_record", rec)) == [(True, None)]
+    assert node.state.get("spend/s1/org1/d1") == 5.0
+    over = {**rec, "round": 1}
+    [(valid, reason)] = _commit(node, c.tx("org1/gateway", "round_record", over))
+    assert not valid and "would exceed max_epsilon" in str(reason)
+    [(valid, reason)] = _commit(node, c.tx("org2/gateway", "round_record", {**rec, "round": 2}))
+    assert not valid and "org2/d1 not registered" in str(reason)
+    assert node.state.get("spend/s1/org1/d1") == 5.0
