@@ -45,6 +45,7 @@ __all__ = [
     "VibrationDataset",
     "VibrationStream",
     "defect_frequencies",
+    "envelope_band",
     "generate",
     "make_vibration_split",
     "random_profile",
