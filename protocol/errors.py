@@ -14,7 +14,8 @@ exceptions, sqlite3 errors and LiteRT ``RuntimeError`` never leak past them.
     │   ├── BadSignature               signature, algorithm or key does not match
     │   ├── ReplayError                sequence number stale (outside window)
     │   ├── LimitExceeded              payload size, tensor shape, element count
-    │   └── TopicError                 bad topic or id (wildcards, separators)
+    │   ├── TopicError                 bad topic or id (wildcards, separators)
+    │   └── InvalidState               persisted protocol state (replay window) is corrupt
     ├── KeyFileError                   key file missing, unreadable, too permissive
     ├── ConfigError                    invalid configuration (lists every problem)
     ├── ModelError                     model artifact / runtime (models/)
@@ -33,6 +34,8 @@ of these.
 """
 
 from __future__ import annotations
+
+# ruff: noqa: N818  # the class names are the project's public API; renaming would break every package
 
 
 class SplitfedError(Exception):
@@ -61,6 +64,10 @@ class LimitExceeded(ProtocolError):
 
 class TopicError(ProtocolError):
     """A topic or identifier does not fit the splitfed/v1 namespace."""
+
+
+class InvalidState(ProtocolError):
+    """Persisted protocol state (a replay window's ``state_dict``) is corrupt."""
 
 
 class KeyFileError(SplitfedError):

@@ -81,7 +81,7 @@ def save_signing_key(
         raise KeyFileError(f"{target} already exists; refusing to overwrite a key")
     try:
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(target.parent, 0o700)
+        target.parent.chmod(0o700)
         tmp = target.with_name(target.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -90,7 +90,7 @@ def save_signing_key(
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, target)
+        tmp.replace(target)
         dir_fd = os.open(target.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
