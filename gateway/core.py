@@ -1,0 +1,349 @@
+"""The gateway as a sans-I/O state machine: messages in, actions out.
+
+Theory of operation. The app feeds :class:`GatewayCore` three kinds of input
+and executes the :class:`Publish` / :class:`SubmitRecord` actions it returns:
+
+* ``on_device_up(topic, payload)``: admission (:mod:`gateway.verify`); an
+  accepted activation batch becomes a Merkle leaf of the open round (journal
+  first) and is forwarded, endorsed, to ``splitfed/v1/central/{org}/up``; an
+  accepted client-half upload is kept for the group average and its
+  endorsement forwarded too (the server counts it as "device finished").
+  Duplicates are dropped silently; rejections are counted
+  (``splitfed_gateway_rejected_total{reason,device}``) and logged at most once
+  per device and reason per minute.
+* ``on_device_state(topic, payload)``: birth/death JSON; tracked devices and
+  an ``events`` line.
+* ``on_central_down(payload)``: messages from the server, signature checked
+  with the server key: gradients are relayed byte for byte to the device's
+  ``down`` topic (the device checks the server signature itself);
+  ``start_round`` opens a round and is relayed to the devices;
+  ``stop_round`` closes the round: FedAvg of the group, round-record body for
+  the ledger, group aggregate (a :class:`ClientWeights` signed by the
+  gateway) to the server; other commands are relayed.
+
+Not thread-safe: the app drives it from one thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import nacl.signing
+import numpy as np
+
+from gateway.endorse import endorse, gateway_kid
+from gateway.errors import AggregationError, RoundStateError
+from gateway.metrics import MetricsRegistry
+from gateway.policy import SessionPolicy
+from gateway.ratelimit import LogLimiter
+from gateway.rounds import GatewayRound, Phase, RoundJournal
+from gateway.verify import Accepted, AdmissionPipeline, Duplicate, Rejected
+from protocol import topics
+from protocol.errors import ProtocolError
+from protocol.messages import (
+    ActivationBatch,
+    ClientWeights,
+    Command,
+    DeviceState,
+    GradientBatch,
+    seal,
+    unseal,
+)
+
+__all__ = ["Action", "GatewayCore", "Publish", "SubmitRecord"]
+
+log = logging.getLogger(__name__)
+SERVER_KID = "server"
+M_ACCEPTED = "accepted"
+M_REJECTED = "rejected"
+M_DUPLICATE = "duplicates"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Publish:
+    """Publish ``payload`` on ``topic``."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubmitRecord:
+    """Submit a ``round_record`` tx with this body to the ledger."""
+
+    body: Mapping[str, Any] = field(default_factory=dict)
+
+
+Action = Publish | SubmitRecord
+
+
+class GatewayCore:
+    """One organisation's gateway logic; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        org: str,
+        group: str,
+        signing_key: nacl.signing.SigningKey,
+        server_key: nacl.signing.VerifyKey,
+        pipeline: AdmissionPipeline,
+        journal: RoundJournal,
+        metrics: MetricsRegistry,
+        limiter: LogLimiter,
+        hasher: Callable[[Sequence[np.ndarray]], str],
+        prior_spend: Callable[[str, str], float],
+        start_seq: int = 0,
+    ) -> None:
+        self.org = org
+        self.group = group
+        self._key = signing_key
+        self._server_key = server_key
+        self.pipeline = pipeline
+        self._journal = journal
+        self.metrics = metrics
+        self._limiter = limiter
+        self._hasher = hasher
+        self._prior_spend = prior_spend
+        self._seq = start_seq
+        self.policy: SessionPolicy | None = None
+        self.round: GatewayRound | None = None
+        self.devices: dict[str, bool] = {}  # device -> online
+        self.block_height = -1
+        for name, kind, text in [
+            (M_ACCEPTED, "counter", "Device messages accepted, by device and type"),
+            (M_REJECTED, "counter", "Device messages rejected, by reason and device"),
+            (M_DUPLICATE, "counter", "QoS 1 redeliveries recognised and dropped"),
+            ("forwarded", "counter", "Messages forwarded to the server"),
+            ("relayed", "counter", "Server messages relayed to devices, by type"),
+            ("server_rejected", "counter", "Server messages dropped, by reason"),
+            ("rounds", "counter", "Rounds ended, by outcome"),
+            ("round", "gauge", "Current round number (-1: none open)"),
+            ("block_height", "gauge", "Last ledger height seen"),
+            ("devices_online", "gauge", "Devices whose last state was a birth"),
+        ]:
+            metrics.declare(name, kind, text)
+        metrics.set("round", -1)
+
+    # -- helpers ----------------------------------------------------------------
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _event(self, kind: str, **fields: Any) -> Publish:
+        body = {"event": kind, "org": self.org, "block_height": self.block_height, **fields}
+        return Publish(
+            topic=topics.events(self.org), payload=json.dumps(body, sort_keys=True).encode(), qos=1
+        )
+
+    def _reject(self, r: Rejected) -> None:
+        self.metrics.inc(M_REJECTED, {"reason": r.reason.value, "device": r.device or "-"})
+        d = self._limiter.check(r.device, r.reason.value)
+        if d.emit:
+            log.warning(
+                "rejected message from %s: %s (%s); %d similar suppressed",
+                r.device or "?",
+                r.reason.value,
+                r.detail[:200],
+                d.suppressed,
+            )
+
+    def set_policy(self, policy: SessionPolicy | None) -> None:
+        """The active session's admission policy (from the ledger session record)."""
+        self.policy = policy
+
+    def on_block(self, height: int) -> list[Action]:
+        """A new ledger block: refresh the registry cache (revocations take effect)."""
+        if height == self.block_height:
+            return []
+        self.block_height = height
+        self.pipeline.registry.on_block(height)
+        self.metrics.set("block_height", height)
+        return []
+
+    # -- devices ----------------------------------------------------------------
+    def on_device_up(self, topic: str, payload: bytes) -> list[Action]:
+        rnd = self.round if self.round is not None and self.round.phase is Phase.OPEN else None
+        out = self.pipeline.admit(
+            payload, topic, policy=self.policy, round_no=None if rnd is None else rnd.round_no
+        )
+        if isinstance(out, Rejected):
+            self._reject(out)
+            return []
+        if isinstance(out, Duplicate):
+            self.metrics.inc(M_DUPLICATE, {"device": out.device})
+            return []
+        return self._accepted(out, rnd)
+
+    def _accepted(self, acc: Accepted, rnd: GatewayRound | None) -> list[Action]:
+        assert rnd is not None  # admit() checked the round is open
+        msg = acc.message
+        self.devices.setdefault(acc.device, True)
+        if isinstance(msg, ActivationBatch):
+            new = rnd.add_activation(
+                device=acc.device,
+                seq=msg.seq,
+                data=acc.data,
+                rows=int(msg.activations.shape[0]),
+                epsilon_total=msg.epsilon_spent,
+            )
+            kind = "activations"
+        else:
+            new = (
+                rnd.add_weights(
+                    device=acc.device,
+                    seq=msg.seq,
+                    num_samples=msg.num_samples,
+                    weights=msg.weights,
+                    epsilon_total=msg.epsilon_spent,
+                )
+                or None
+            )
+            kind = "weights"
+        if new is None:  # counted before a restart: the journal knows it
+            self.metrics.inc(M_DUPLICATE, {"device": acc.device})
+            return []
+        self.metrics.inc(M_ACCEPTED, {"device": acc.device, "type": kind})
+        self.metrics.inc("forwarded")
+        fwd = endorse(acc.data, signing_key=self._key, org=self.org, seq=self._next_seq())
+        return [Publish(topic=topics.central_up(self.org), payload=fwd)]
+
+    def on_device_state(self, topic: str, payload: bytes) -> list[Action]:
+        try:
+            t = topics.parse(topic)
+            st = DeviceState.from_json(payload)
+        except ProtocolError as exc:
+            self.metrics.inc(M_REJECTED, {"reason": "bad_state", "device": "-"})
+            log.debug("bad state message on %s: %s", topic[:100], exc)
+            return []
+        if t.kind != "state" or t.org != self.org or st.device != t.device or st.org != self.org:
+            self.metrics.inc(M_REJECTED, {"reason": "bad_state", "device": t.device or "-"})
+            return []
+        self.devices[st.device] = st.online
+        self.metrics.set("devices_online", sum(self.devices.values()))
+        return [
+            self._event(
+                "device_birth" if st.online else "device_death", device=st.device, bd_seq=st.bd_seq
+            )
+        ]
+
+    # -- server -----------------------------------------------------------------
+    def on_central_down(self, payload: bytes) -> list[Action]:
+        try:
+            _, msg = unseal(
+                payload,
+                verify_key=self._server_key,
+                expected_kid=SERVER_KID,
+                limits=self.pipeline.limits,
+            )
+        except ProtocolError as exc:
+            self.metrics.inc("server_rejected", {"reason": type(exc).__name__})
+            log.warning("dropped message on central down: %s", exc)
+            return []
+        if isinstance(msg, GradientBatch):
+            self.metrics.inc("relayed", {"type": "gradients"})
+            return [Publish(topic=topics.down(self.org, msg.device), payload=payload)]
+        if isinstance(msg, Command):
+            return self._command(msg, payload)
+        self.metrics.inc("server_rejected", {"reason": "unexpected_type"})
+        return []
+
+    def _relay(self, cmd: Command, payload: bytes) -> list[Action]:
+        targets = [cmd.device] if cmd.device is not None else sorted(self.devices)
+        self.metrics.inc("relayed", {"type": f"command_{cmd.kind}"}, amount=len(targets))
+        return [Publish(topic=topics.down(self.org, d), payload=payload) for d in targets]
+
+    def _command(self, cmd: Command, payload: bytes) -> list[Action]:
+        if cmd.kind == "start_round":
+            return self.open_round(cmd.session, cmd.round) + self._relay(cmd, payload)
+        if cmd.kind == "stop_round" and cmd.device is None:
+            return self._relay(cmd, payload) + self.close_round(cmd.session, cmd.round)
+        return self._relay(cmd, payload)
+
+    def open_round(self, session: str, round_no: int) -> list[Action]:
+        """Open (or, after a restart, resume) ``round_no``; abandons an older open round."""
+        cur = self.round
+        if cur is not None and (cur.session, cur.round_no) == (session, round_no):
+            return []
+        out: list[Action] = []
+        if cur is not None and cur.phase is Phase.OPEN:
+            cur.abandon(f"superseded by round {round_no}")
+            self.metrics.inc("rounds", {"outcome": "abandoned"})
+            out.append(self._event("round_abandoned", session=cur.session, round=cur.round_no))
+        restored = GatewayRound.restore(
+            org=self.org, session=session, round_no=round_no, journal=self._journal
+        )
+        if restored is not None:
+            for dev, seq in restored.seen_items():
+                self.pipeline.replay.observe(dev, seq)
+            self.round = restored
+        else:
+            prior = {d: self._prior_spend(session, d) for d in sorted(self.devices)}
+            self.round = GatewayRound(
+                org=self.org,
+                session=session,
+                round_no=round_no,
+                journal=self._journal,
+                prior_epsilon=prior,
+            )
+        self.metrics.set("round", round_no)
+        out.append(self._event("round_started", session=session, round=round_no))
+        return out
+
+    def close_round(self, session: str, round_no: int) -> list[Action]:
+        """Aggregate the group, build the record and the group upload; idempotent."""
+        rnd = self.round
+        if rnd is None or (rnd.session, rnd.round_no) != (session, round_no):
+            return []
+        try:
+            if rnd.phase is Phase.OPEN:
+                res = rnd.close(hasher=self._hasher, group=self.group)
+            elif rnd.phase is Phase.CLOSED:
+                res = rnd.result(hasher=self._hasher, group=self.group)
+            else:
+                return []
+        except (AggregationError, RoundStateError) as exc:
+            log.error("round %s/%d cannot close: %s", session, round_no, exc)
+            rnd.abandon(str(exc))
+            self.metrics.inc("rounds", {"outcome": "abandoned"})
+            return [self._event("round_abandoned", session=session, round=round_no)]
+        self.metrics.inc("rounds", {"outcome": "closed"})
+        self.metrics.set("round", -1)
+        out: list[Action] = [SubmitRecord(body=res.record)]
+        if res.aggregate is not None and self.policy is not None:
+            model_hash = next(iter(sorted(self.policy.models)))
+            upload = ClientWeights(
+                session=session,
+                round=round_no,
+                device=gateway_kid(self.org),
+                seq=self._next_seq(),
+                model_hash=model_hash,
+                num_samples=res.num_samples,
+                weights=res.aggregate,
+                weights_dp="unprotected",
+                epsilon_spent=0.0,
+            )
+            out.append(
+                Publish(
+                    topic=topics.central_up(self.org),
+                    payload=seal(upload, signing_key=self._key, kid=gateway_kid(self.org)),
+                )
+            )
+        eps = {d: v["epsilon_total"] for d, v in res.record["devices"].items()}
+        out.append(
+            self._event(
+                "round_finished",
+                session=session,
+                round=round_no,
+                envelopes=res.record["envelope_count"],
+                aggregate_sha256=res.aggregate_sha256 or "",
+                epsilon=eps,
+            )
+        )
+        return out
