@@ -77,6 +77,7 @@ def test_test_split_uses_train_class_index(tmp_path: Path) -> None:
     write(tmp_path, UNI.replace("@classLabel true a b", "@classLabel true b a")
           .replace("1,2,3:a", "1,2,3:b"), "T_TEST.ts")
     train, test = load_split(tmp_path, "T")
+    assert train.labels.tolist() == [0, 1]
     assert test.class_names == ("a", "b") and test.labels.tolist() == [1, 1]
     with pytest.raises(DatasetFormatError, match=r"T_TEST.ts:10: .*not among the given"):
         load_ts(tmp_path / "T_TEST.ts", class_names=["a"])

@@ -79,7 +79,8 @@ def _order_features(ds: VibrationDataset) -> np.ndarray:
     rows = [np.interp(np.arange(1.0, 8.0, 0.25) * ds.shaft_hz[i], f, a[i])
             for i in range(len(ds))]
     x = np.array(rows)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+    out: np.ndarray = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
 
 
 def test_nearest_centroid_learns_the_classes() -> None:
