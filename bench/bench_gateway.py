@@ -1,0 +1,122 @@
+"""Gateway admission throughput: full verification vs. the raw Ed25519 floor.
+
+Measures, in one process on one core, messages per second through
+:class:`gateway.verify.AdmissionPipeline` (size, topic, COSE decode, tensor
+decode + finiteness, registry cache, Ed25519 verify, replay window, session
+and DP policy) for 32x64 activation batches (float16 on the wire, as agents
+send them), next to raw PyNaCl ``verify`` of the same signatures (the
+physical floor), and the full GatewayCore path (admission + journal in
+memory + endorsement signature). Run: ``.venv/bin/python -m bench.bench_gateway``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import nacl.signing
+import numpy as np
+
+from bench.common import time_per_call, write_results
+from gateway.policy import ModelSpec, SessionPolicy
+from gateway.registry import CachedRegistry, DeviceInfo, StaticRegistry
+from gateway.verify import Accepted, AdmissionPipeline
+from protocol import envelope, topics
+from protocol.keys import public_key_hex
+from protocol.messages import ActivationBatch, DpParams, seal
+from protocol.replay import ReplayGuard
+
+ORG, SESSION = "bench", "s1"
+MODEL = hashlib.sha256(b"bench-client").hexdigest()
+N_DEV, N_MSG = 8, 4000
+
+
+def _messages() -> tuple[list[tuple[str, bytes]], dict[str, nacl.signing.SigningKey]]:
+    keys = {f"d{i}": nacl.signing.SigningKey.generate() for i in range(N_DEV)}
+    rng = np.random.default_rng(0)
+    acts = rng.normal(size=(32, 64)).astype(np.float16)
+    labels = rng.integers(0, 10, 32).astype(np.int64)
+    dp = DpParams(clip_norm=1.0, noise_multiplier=1.1, label_mode="plain", label_epsilon=None)
+    msgs = []
+    for s in range(N_MSG):
+        dev = f"d{s % N_DEV}"
+        m = ActivationBatch(
+            session=SESSION,
+            round=0,
+            step=s,
+            device=dev,
+            seq=s + 1,
+            model_hash=MODEL,
+            dp=dp,
+            activations=acts,
+            labels=labels,
+            epsilon_spent=0.1,
+        )
+        msgs.append((dev, seal(m, signing_key=keys[dev], kid=dev)))
+    return msgs, keys
+
+
+def main() -> None:
+    msgs, keys = _messages()
+    reg = StaticRegistry(
+        [DeviceInfo(org=ORG, device=d, pubkey_hex=public_key_hex(k)) for d, k in keys.items()]
+    )
+    policy = SessionPolicy(
+        session=SESSION,
+        min_noise_multiplier=1.0,
+        max_epsilon=10.0,
+        models={
+            MODEL: ModelSpec(
+                activation_shape=(64,), num_classes=10, max_batch=64, client_weight_shapes=()
+            )
+        },
+    )
+    wire = len(msgs[0][1])
+    envs = [envelope.peek(b) for _, b in msgs]
+    vks = {d: k.verify_key for d, k in keys.items()}
+    floor_items = [
+        (vks[d], e.sig_structure(), e.signature) for (d, _), e in zip(msgs, envs, strict=True)
+    ]
+
+    def raw() -> None:
+        for vk, sm, sig in floor_items:
+            vk.verify(sm, sig)
+
+    def full() -> None:
+        pipe = AdmissionPipeline(org=ORG, registry=CachedRegistry(reg), replay=ReplayGuard())
+        pipe.registry.on_block(1)
+        for dev, data in msgs:
+            out = pipe.admit(data, topics.up(ORG, dev), policy=policy, round_no=0)
+            assert isinstance(out, Accepted)
+
+    t_raw = time_per_call(raw, min_time=2.0, repeat=3) / N_MSG
+    t_full = time_per_call(full, min_time=2.0, repeat=3) / N_MSG
+    t0 = time.process_time()
+    full()
+    cpu = (time.process_time() - t0) / N_MSG
+    data = {
+        "message_bytes": wire,
+        "activation_shape": [32, 64],
+        "wire_dtype": "float16",
+        "raw_verify_s": t_raw,
+        "full_admission_s": t_full,
+        "full_admission_cpu_s": cpu,
+        "raw_verify_msgs_per_s": 1 / t_raw,
+        "full_admission_msgs_per_s": 1 / t_full,
+        "ratio_full_over_raw": t_full / t_raw,
+    }
+    write_results(
+        "bench_gateway",
+        data,
+        [
+            ("envelope size (32x64 float16 + labels)", f"{wire} B"),
+            ("raw PyNaCl verify (floor)", f"{1 / t_raw:,.0f} msg/s ({t_raw * 1e6:.1f} us)"),
+            ("full admission pipeline", f"{1 / t_full:,.0f} msg/s ({t_full * 1e6:.1f} us)"),
+            ("full / raw time ratio", f"{t_full / t_raw:.2f}x"),
+            ("CPU time per admitted msg (1 core)", f"{cpu * 1e6:.1f} us"),
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()
