@@ -144,6 +144,12 @@ class Spool:
         self._bump_locked("dropped", dropped)
         log.warning("spool full: dropped %d oldest message(s)", dropped)
 
+    def would_fit(self, size: int) -> bool:
+        """True if a ``size``-byte message fits without dropping anything."""
+        n, total = self._query("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM messages",
+                               ())[0]
+        return bool(n + 1 <= self.max_messages and total + size <= self.max_bytes)
+
     # -- draining ---------------------------------------------------------------------
     def peek_batch(self, n: int, *, after_id: int = 0) -> list[SpooledMessage]:
         """Up to ``n`` oldest messages with ``id > after_id``, in order."""

@@ -1,0 +1,372 @@
+"""MQTT 5 adapter (paho-mqtt 2): drains the offline spool to the broker.
+
+Theory of operation
+-------------------
+One *network thread* owns the paho client; nothing else touches it.  It runs
+sessions back to back:
+
+1. bdSeq := spool meta ``bd_seq`` + 1 (persisted before connecting).  A new
+   paho client is built with the Last Will = death certificate
+   (``DeviceState(online=False, bd_seq)``, retained, QoS 1), TLS and
+   username/password read from files, then ``connect(clean_start=False)``
+   with a Session Expiry Interval, so the broker keeps our subscriptions and
+   queued ``down`` messages while we are away (persistent session).
+2. On a successful CONNACK: subscribe to ``down`` and the org ``model``
+   topic (QoS 1), publish the birth certificate (retained, same bdSeq), and
+   start sending the spool from its oldest row.
+3. Pump: at most ``max_inflight`` spool rows are unacknowledged at once, sent
+   in spool order.  A row is deleted from the spool only in ``on_publish``
+   (the PUBACK) with a success reason code; a failure reason code (e.g.
+   0x87 not authorised) moves it to the spool's dead-letter table.
+4. When the connection drops, the in-flight map is discarded and the next
+   session re-sends from the oldest remaining row, in the original order
+   (the broker may therefore see duplicates: receivers de-duplicate by the
+   envelope sequence number - at-least-once delivery, exactly-once effect).
+5. Between sessions: exponential backoff with full jitter in
+   [backoff/2, backoff], reset after a session that reached CONNACK.
+
+Every paho callback is wrapped: an exception is logged and counted in
+``stats.callback_errors`` and never propagates into paho's loop.  A
+*supervisor thread* restarts the network thread if it ever dies (counted in
+``stats.loop_restarts``).  ``close()`` publishes an explicit death
+certificate, waits briefly for its PUBACK, and disconnects cleanly.
+
+Paho return codes and exceptions are translated to
+:class:`protocol.errors.TransportError` at this boundary.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from agent.spool import Spool
+from protocol import topics
+from protocol.control import DeviceState
+from protocol.errors import ConfigError, TransportError
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., None])
+MessageHandler = Callable[[str, bytes], None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MqttConfig:
+    """Broker connection settings.  Secrets are file paths, never values."""
+
+    host: str
+    port: int = 8883
+    org: str
+    device: str
+    client_id: str | None = None
+    username: str | None = None
+    password_file: Path | None = None
+    ca_certs: Path | None = None
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    keepalive: int = 30
+    session_expiry: int = 7 * 24 * 3600
+    max_inflight: int = 20
+    connect_timeout: float = 10.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 60.0
+    close_timeout: float = 3.0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.host:
+            problems.append("host is empty")
+        if not 0 < self.port < 65536:
+            problems.append(f"port {self.port} out of range")
+        try:
+            topics.state(self.org, self.device)
+        except Exception as exc:  # TopicError: bad org/device id
+            problems.append(str(exc))
+        if self.password_file is not None and self.username is None:
+            problems.append("password_file needs username")
+        if (self.certfile is None) != (self.keyfile is None):
+            problems.append("certfile and keyfile go together")
+        if self.certfile is not None and self.ca_certs is None:
+            problems.append("a client certificate needs ca_certs (TLS)")
+        if not 1 <= self.max_inflight <= 65535:
+            problems.append("max_inflight must be in 1..65535")
+        if self.keepalive < 5 or self.session_expiry < 0:
+            problems.append("keepalive must be >= 5 s and session_expiry >= 0")
+        if not 0 < self.backoff_initial <= self.backoff_max:
+            problems.append("need 0 < backoff_initial <= backoff_max")
+        if problems:
+            raise ConfigError(problems)
+
+    @property
+    def effective_client_id(self) -> str:
+        return self.client_id or f"{self.org}.{self.device}"
+
+
+@dataclass(slots=True)
+class PublisherStats:
+    connects: int = 0
+    connect_failures: int = 0
+    sent: int = 0
+    acked: int = 0
+    rejected: int = 0
+    received: int = 0
+    callback_errors: int = 0
+    loop_restarts: int = 0
+    last_error: str | None = None
+
+
+class PahoPublisher:
+    """Publishes the spool over MQTT 5 with paho-mqtt 2 (see module docstring)."""
+
+    def __init__(self, config: MqttConfig, spool: Spool, *,
+                 on_message: MessageHandler | None = None) -> None:
+        self.config = config
+        self.spool = spool
+        self.stats = PublisherStats()
+        self._on_message_cb = on_message
+        self._closing = threading.Event()
+        self._connected = threading.Event()
+        self._lock = threading.Lock()
+        self._net: threading.Thread | None = None
+        self._sup: threading.Thread | None = None
+        self._rng = random.Random()  # jitter only; not security relevant  # noqa: S311
+        # per-session state, only touched by the network thread
+        self._inflight: dict[int, int] = {}
+        self._sent_upto = 0
+        self._session_over = False
+        self._connack_ok = False
+        self.bd_seq = 0
+
+    # -- public API ------------------------------------------------------------------------
+    def start(self) -> None:
+        with self._lock:
+            if self._sup is not None:
+                return
+            self._start_network()
+            self._sup = threading.Thread(target=self._supervise, daemon=True,
+                                         name=f"mqtt-supervisor-{self.config.device}")
+            self._sup.start()
+
+    def kick(self) -> None:
+        """New rows are in the spool (the network thread polls every 50 ms anyway)."""
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Wait until connected, subscribed (SUBACK) and the birth certificate is sent."""
+        return self._connected.wait(timeout)
+
+    def close(self) -> None:
+        """Publish an explicit death, disconnect, and join the threads."""
+        self._closing.set()
+        for t in (self._sup, self._net):
+            if t is not None:
+                t.join(self.config.close_timeout + 5.0)
+        self._sup = self._net = None
+
+    # -- threads -------------------------------------------------------------------------------
+    def _start_network(self) -> None:
+        self._net = threading.Thread(target=self._network_thread, daemon=True,
+                                     name=f"mqtt-network-{self.config.device}")
+        self._net.start()
+
+    def _supervise(self) -> None:
+        while not self._closing.wait(0.2):
+            net = self._net
+            if net is not None and not net.is_alive() and not self._closing.is_set():
+                self.stats.loop_restarts += 1
+                log.error("MQTT network loop died; restarting it (restart %d)",
+                          self.stats.loop_restarts)
+                self._start_network()
+
+    def _network_thread(self) -> None:
+        try:
+            self._network_main()
+        except BaseException as exc:  # the supervisor restarts us; never let it escape silently
+            self.stats.last_error = repr(exc)
+            log.exception("MQTT network loop crashed")
+        finally:
+            self._connected.clear()
+
+    def _network_main(self) -> None:
+        failures = 0
+        while not self._closing.is_set():
+            try:
+                self._run_session()
+            except TransportError as exc:
+                self.stats.connect_failures += 1
+                self.stats.last_error = str(exc)
+                log.warning("MQTT session ended: %s", exc)
+            failures = 0 if self._connack_ok else failures + 1
+            if self._closing.is_set():
+                break
+            base = min(self.config.backoff_max,
+                       self.config.backoff_initial * math.pow(2.0, min(failures, 30)))
+            self._closing.wait(self._rng.uniform(base / 2, base))
+
+    # -- one session ---------------------------------------------------------------------------
+    def _run_session(self) -> None:
+        cfg = self.config
+        self.bd_seq = self.spool.increment_meta("bd_seq")
+        self._inflight, self._sent_upto = {}, 0
+        self._session_over = self._connack_ok = False
+        client = self._make_client()
+        try:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = cfg.session_expiry
+            try:
+                rc = client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive,
+                                    clean_start=False, properties=props)
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise TransportError(f"connect to {cfg.host}:{cfg.port} failed: {exc}") from exc
+            _check_rc(rc, "connect")
+            deadline = time.monotonic() + cfg.connect_timeout
+            while not self._closing.is_set() and not self._session_over:
+                rc = client.loop(timeout=0.05)
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    raise TransportError(f"connection lost: {paho.error_string(rc)}")
+                if self._connack_ok:
+                    self._pump(client)
+                elif time.monotonic() > deadline:
+                    raise TransportError(f"no CONNACK within {cfg.connect_timeout}s")
+            if self._closing.is_set() and self._connack_ok and not self._session_over:
+                self._say_goodbye(client)
+        finally:
+            self._connected.clear()
+            client._reset_sockets()  # paho keeps a socketpair per client; release it now
+
+    def _make_client(self) -> paho.Client:
+        cfg = self.config
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=cfg.effective_client_id,
+                             protocol=paho.MQTTv5)
+        client.max_inflight_messages_set(max(cfg.max_inflight, 20))
+        client.max_queued_messages_set(0)
+        client.will_set(topics.state(cfg.org, cfg.device), self._state_payload(online=False),
+                        qos=1, retain=True)
+        try:
+            if cfg.username is not None:
+                password = None
+                if cfg.password_file is not None:
+                    password = Path(cfg.password_file).read_text().rstrip("\r\n")
+                client.username_pw_set(cfg.username, password)
+            if cfg.ca_certs is not None:
+                client.tls_set(ca_certs=str(cfg.ca_certs),
+                               certfile=None if cfg.certfile is None else str(cfg.certfile),
+                               keyfile=None if cfg.keyfile is None else str(cfg.keyfile))
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise TransportError(f"cannot load MQTT credentials/TLS files: {exc}") from exc
+        client.on_connect = self._guard(self._on_connect)
+        client.on_disconnect = self._guard(self._on_disconnect)
+        client.on_publish = self._guard(self._on_publish)
+        client.on_message = self._guard(self._on_message)
+        client.on_subscribe = self._guard(self._on_subscribe)
+        return client
+
+    def _state_payload(self, *, online: bool) -> bytes:
+        return DeviceState(org=self.config.org, device=self.config.device, online=online,
+                           bd_seq=self.bd_seq).to_json()
+
+    def _pump(self, client: paho.Client) -> None:
+        room = self.config.max_inflight - len(self._inflight)
+        if room <= 0:
+            return
+        for msg in self.spool.peek_batch(room, after_id=self._sent_upto):
+            info = client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                raise TransportError(f"publish failed: {paho.error_string(info.rc)}")
+            self._sent_upto = msg.id
+            self.stats.sent += 1
+            if msg.qos == 0:
+                self.spool.ack(msg.id)  # QoS 0 has no PUBACK: sent is all we get
+            else:
+                self._inflight[info.mid] = msg.id
+
+    def _say_goodbye(self, client: paho.Client) -> None:
+        info = client.publish(topics.state(self.config.org, self.config.device),
+                              self._state_payload(online=False), qos=1, retain=True)
+        deadline = time.monotonic() + self.config.close_timeout
+        while not info.is_published() and time.monotonic() < deadline and not self._session_over:
+            if client.loop(timeout=0.05) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return
+        client.disconnect()
+        client.loop(timeout=0.05)
+
+    # -- paho callbacks (network thread) ------------------------------------------------
+    def _guard(self, fn: F) -> F:
+        def wrapper(*args: Any) -> None:
+            try:
+                fn(*args)
+            except Exception:
+                self.stats.callback_errors += 1
+                log.exception("error in MQTT callback %s (ignored)", fn.__name__)
+        return wrapper  # type: ignore[return-value]
+
+    def _on_connect(self, client: paho.Client, _userdata: Any, _flags: Any, reason: Any,
+                    _props: Any) -> None:
+        if reason.is_failure:
+            self.stats.last_error = f"CONNACK refused: {reason}"
+            log.error("broker refused the connection: %s", reason)
+            self._session_over = True
+            return
+        cfg = self.config
+        self.stats.connects += 1
+        client.subscribe([(topics.down(cfg.org, cfg.device), 1), (topics.model(cfg.org), 1)])
+        client.publish(topics.state(cfg.org, cfg.device), self._state_payload(online=True),
+                       qos=1, retain=True)
+        self._connack_ok = True
+        log.info("MQTT connected to %s:%d (bdSeq %d, spool depth %d)", cfg.host, cfg.port,
+                 self.bd_seq, self.spool.depth)
+
+    def _on_subscribe(self, _client: paho.Client, _userdata: Any, _mid: int, reasons: Any,
+                      _props: Any) -> None:
+        bad = [r for r in reasons if r.is_failure]
+        if bad:
+            self.stats.last_error = f"subscription refused: {bad}"
+            log.error("broker refused our subscriptions: %s", bad)
+        self._connected.set()  # connected AND subscribed: commands will not be missed
+
+    def _on_disconnect(self, _client: paho.Client, _userdata: Any, _flags: Any, reason: Any,
+                       _props: Any) -> None:
+        self._session_over = True
+        self._connected.clear()
+        log.info("MQTT disconnected: %s", reason)
+
+    def _on_publish(self, _client: paho.Client, _userdata: Any, mid: int, reason: Any,
+                    _props: Any) -> None:
+        spool_id = self._inflight.pop(mid, None)
+        if spool_id is None:
+            return  # birth/death certificate
+        if reason.is_failure:
+            self.stats.rejected += 1
+            log.error("broker rejected spooled message %d: %s; moved to dead letters",
+                      spool_id, reason)
+            self.spool.dead_letter(spool_id, str(reason))
+            return
+        self.spool.ack(spool_id)
+        self.stats.acked += 1
+
+    def _on_message(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
+        self.stats.received += 1
+        if self._on_message_cb is not None:
+            self._on_message_cb(message.topic, bytes(message.payload))
+
+
+def _check_rc(rc: MQTTErrorCode | int, what: str) -> None:
+    if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+        raise TransportError(f"{what} failed: {paho.error_string(rc)}")
