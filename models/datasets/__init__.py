@@ -31,7 +31,7 @@ from models.datasets.vibration import (
     generate,
     make_vibration_split,
 )
-from models.datasets.windows import fill_missing, sliding_windows, to_fixed_length
+from models.datasets.windows import WindowSpec, fill_missing, sliding_windows, to_fixed_length
 
 __all__ = [
     "CLASSES",
@@ -42,6 +42,7 @@ __all__ = [
     "TsDataset",
     "VibrationDataset",
     "VibrationStream",
+    "WindowSpec",
     "defect_frequencies",
     "describe_partition",
     "dirichlet_partition",

@@ -4,9 +4,9 @@ Characteristic defect frequencies of a bearing with a stationary outer race
 and an inner race turning at the shaft frequency ``f_r``, for ``n`` rolling
 elements of diameter ``d`` on a pitch circle of diameter ``D`` with contact
 angle ``phi`` (standard kinematic formulas, no slip; see T. A. Harris &
-M. N. Kotzalas, *Rolling Bearing Analysis*, 5th ed., 2006, ch. 8, and
-R. B. Randall & J. Antoni, "Rolling element bearing diagnostics - A
-tutorial", *Mech. Syst. Signal Process.* 25 (2011) 485-520, eqs. (1)-(4))::
+M. N. Kotzalas, *Rolling Bearing Analysis*, and R. B. Randall & J. Antoni,
+"Rolling element bearing diagnostics - A tutorial", *Mech. Syst. Signal
+Process.* 25 (2011) 485-520)::
 
     FTF  = f_r / 2 * (1 - d/D cos phi)                  cage (fundamental train)
     BPFO = n f_r / 2 * (1 - d/D cos phi)                ball pass, outer race

@@ -5,7 +5,7 @@ Band-pass the signal around the structural resonance (FFT bins outside
 transform (negative frequencies zeroed, positive ones doubled), its
 magnitude is the envelope; the amplitude spectrum of the mean-removed
 envelope shows the impact repetition frequency (BPFO, BPFI, 2*BSF) and
-its modulation sidebands. See Randall & Antoni (2011), sec. 3.
+its modulation sidebands. See Randall & Antoni (2011).
 """
 
 from __future__ import annotations

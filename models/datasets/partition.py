@@ -1,8 +1,8 @@
 """Non-IID partitioning of a labelled dataset (pure numpy).
 
 Label-distribution skew as in Hsu, Qi & Brown, "Measuring the Effects of
-Non-Identical Data Distribution for Federated Visual Classification" (2019),
-Sec. 3: for each class k draw proportions ``p_k ~ Dir(alpha * 1)`` over the
+Non-Identical Data Distribution for Federated Visual Classification" (2019):
+for each class k draw proportions ``p_k ~ Dir(alpha * 1)`` over the
 parts and deal that class's (shuffled) samples out in those proportions.
 Small ``alpha`` (0.1) gives parts dominated by one or two classes; large
 ``alpha`` approaches an IID split; ``alpha = math.inf`` is exactly
@@ -151,6 +151,8 @@ def describe_partition(
     """
     y = _labels(labels)
     k = int(n_classes if n_classes is not None else (y.max() + 1 if y.size else 0))
+    if y.size and y.max() >= k:
+        raise DatasetError(f"label {int(y.max())} does not fit n_classes={k}")
     rows = [np.bincount(y[np.asarray(p, dtype=np.int64)], minlength=k)[:k] for p in _as_list(parts)]
     return np.array(rows, dtype=np.int64).reshape(len(rows), k)
 

@@ -10,7 +10,7 @@ The signal of channel ``c`` is the sum of
    defect, at the defect frequency of :mod:`models.datasets.bearing`
    (BPFO outer race, BPFI inner race, 2*BSF ball), with a random spacing
    jitter of ``slip`` (relative std; real bearings slip 1-2 %, Randall &
-   Antoni 2011 sec. 2), amplitude proportional to ``(0.5 + load)`` and the
+   Antoni 2011), amplitude proportional to ``(0.5 + load)`` and the
    fault severity, and amplitude modulation: none for the stationary outer
    race, at the shaft frequency for the rotating inner race (the defect
    passes through the load zone once per revolution), at the cage frequency
@@ -74,6 +74,8 @@ class MachineProfile:
     slip: float = 0.01
 
     def __post_init__(self) -> None:
+        if self.machine_id < 0:
+            raise DatasetError(f"machine_id must be >= 0, got {self.machine_id}")
         _range("shaft_hz_range", self.shaft_hz_range, low=1e-3)
         _range("load_range", self.load_range, low=0.0)
         if self.load_range[1] > 1.5:
@@ -147,6 +149,8 @@ class RotorSynth:
         random impact phase, an unchanged one keeps its impact schedule."""
         if not 0 <= label < len(CLASSES):
             raise DatasetError(f"label must be in 0..{len(CLASSES) - 1}, got {label}")
+        if not (severity >= 0 and math.isfinite(severity)):
+            raise DatasetError(f"severity must be finite and >= 0, got {severity}")
         if restart or label != self.label or self.next_impact is None:
             self.next_impact = None
             if label != 0:

@@ -38,8 +38,9 @@ class TsDataset:
 
     ``series[i]`` is float32 of shape ``(dimensions, length_i)``; ``labels``
     are int64 indices into ``class_names`` (``-1`` for every series when the
-    file has no labels and ``class_names`` is empty). ``has_missing`` is true
-    when some value was ``?``/``NaN``.
+    file has no labels and ``class_names`` is empty). ``equal_length`` says
+    whether all series have the same length (from the data, not the
+    header). ``has_missing`` is true when some value was ``?``/``NaN``.
     """
 
     name: str

@@ -21,11 +21,13 @@ the functions here reject them rather than spread them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
 from models.datasets.errors import DatasetError
+from protocol.errors import ConfigError
 
 WindowMode = Literal["crop", "pad", "resample"]
 MODES: tuple[WindowMode, ...] = ("crop", "pad", "resample")
@@ -125,3 +127,32 @@ def fill_missing(x: np.ndarray, *, fallback: float = 0.0) -> np.ndarray:
             continue
         row[bad] = np.interp(idx[bad], idx[~bad], row[~bad])
     return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WindowSpec:
+    """How variable-length series become model inputs (a config value).
+
+    Invalid values raise :class:`protocol.errors.ConfigError` listing every problem.
+
+    ``apply`` fills missing values first (when ``fill_nan``; see
+    :func:`fill_missing`), then calls :func:`to_fixed_length`.
+    """
+
+    length: int
+    mode: WindowMode = "resample"
+    fill_nan: bool = True
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not isinstance(self.length, int) or self.length < 1:
+            problems.append(f"length must be an integer >= 1, got {self.length!r}")
+        if self.mode not in MODES:
+            problems.append(f"mode must be one of {MODES}, got {self.mode!r}")
+        if problems:
+            raise ConfigError(problems)
+
+    def apply(self, series: Sequence[np.ndarray]) -> np.ndarray:
+        """``(N, C, length)`` float32 from ``series`` of shape ``(C, length_i)``."""
+        filled = [fill_missing(s) for s in series] if self.fill_nan else list(series)
+        return to_fixed_length(filled, length=self.length, mode=self.mode)

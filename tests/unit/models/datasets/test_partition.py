@@ -85,5 +85,7 @@ def test_errors() -> None:
         dirichlet_partition(LABELS, n_parts=2, alpha=0.0, rng=rng)
     with pytest.raises(DatasetError, match="cannot give"):
         dirichlet_partition(LABELS[:5], n_parts=3, alpha=1.0, rng=rng, min_per_part=2)
+    with pytest.raises(DatasetError, match="n_classes"):
+        describe_partition(LABELS, [np.arange(10)], n_classes=5)
     with pytest.raises(DatasetError, match="1-D integer"):
         dirichlet_partition(LABELS.astype(float), n_parts=2, alpha=1.0, rng=rng)

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from models.datasets.errors import DatasetError
-from models.datasets.windows import fill_missing, sliding_windows, to_fixed_length
+from models.datasets.windows import WindowSpec, fill_missing, sliding_windows, to_fixed_length
+from protocol.errors import ConfigError
 
 
 def row(*v: float) -> np.ndarray:
@@ -94,3 +95,14 @@ def test_fill_missing_keeps_known_values(x: np.ndarray) -> None:
     known = ~np.isnan(x)
     assert not np.isnan(out).any()
     np.testing.assert_array_equal(out[known], x[known])
+
+
+def test_window_spec() -> None:
+    spec = WindowSpec(length=4, mode="pad")
+    out = spec.apply([row(1, np.nan, 3), row(*range(6))])
+    assert out[:, 0].tolist() == [[1, 2, 3, 0], [0, 1, 2, 3]]
+    with pytest.raises(ConfigError) as info:
+        WindowSpec(length=0, mode="zoom")  # type: ignore[arg-type]
+    assert len(info.value.problems) == 2
+    with pytest.raises(DatasetError, match="fill_missing"):
+        WindowSpec(length=4, fill_nan=False).apply([row(1, np.nan)])
