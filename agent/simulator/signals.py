@@ -11,7 +11,7 @@ vibration generator of :mod:`models.datasets.vibration`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -112,22 +112,25 @@ class RecordCaptures:
 
 
 class VibrationSignal:
-    """Adapter over ``models.datasets.vibration.VibrationStream`` (imported lazily)."""
+    """Adapter over ``models.datasets.vibration.VibrationStream`` (imported lazily).
 
-    def __init__(self, *, profile: Any = None, seed: int = 0) -> None:
+    The machine is ``random_profile(machine_id, seed=seed, ...)`` sampled at
+    ``sample_rate_hz`` (the simulator's live rate).
+    """
+
+    def __init__(self, *, machine_id: int = 0, seed: int = 0, channels: int = 1,
+                 sample_rate_hz: float = 12_000.0, mean_dwell_s: float = 30.0) -> None:
         import importlib
 
         vibration = importlib.import_module("models.datasets.vibration")
-
-        self._stream = vibration.VibrationStream(profile, seed) if profile is not None \
-            else vibration.VibrationStream(seed=seed)
-        self._channels: int | None = None
+        profile = vibration.random_profile(machine_id, seed=seed, channels=channels,
+                                           sample_rate_hz=sample_rate_hz)
+        self._stream = vibration.VibrationStream(profile, seed, mean_dwell_s=mean_dwell_s)
+        self._channels = channels
 
     @property
     def channels(self) -> int:
-        """Channel count (probes the stream once)."""
-        if self._channels is None:
-            self._channels = int(np.atleast_2d(self._stream.next_samples(1)).shape[0])
+        """Channel count."""
         return self._channels
 
     @property

@@ -1,0 +1,199 @@
+"""Wiring: a :class:`SensorsConfig` -> open readers and window sources.
+
+``open_sensors(config)`` opens every device and returns a
+:class:`SensorSet`. Modbus TCP devices get one connection each, read in the
+caller's thread. RTU devices are grouped by serial port: a port with one
+device is read directly; a port with several devices gets one
+:class:`~agent.sensors.modbus.ModbusBus` thread polling them in turn at the
+highest configured sample rate. ``simulated`` devices start an in-process
+simulator on a free loopback port. Every device is also offered as a
+:class:`WindowSource` (live samples windowed with ``window.length/hop``,
+capture buffers, or replayed records). ``close()`` stops everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from agent.sensors.base import SensorReader, WindowSource
+from agent.sensors.config import (
+    DeviceConfig,
+    ReplayTransport,
+    RtuTransport,
+    SensorsConfig,
+    SerialLineTransport,
+    SimulatedTransport,
+    TcpTransport,
+)
+from agent.sensors.device import CaptureLayout, CaptureReader, RegisterMap, RegisterPoller
+from agent.sensors.health import DeviceCounters
+from agent.sensors.modbus import (
+    BusDeviceReader,
+    ModbusBus,
+    ModbusCaptureSource,
+    ModbusRtuReader,
+    ModbusTcpReader,
+    PymodbusTransport,
+    rtu_transport,
+    tcp_transport,
+)
+from agent.sensors.registers import RegisterSpec
+from agent.sensors.serial_line import SerialLineReader
+from agent.sensors.windowing import LiveWindowSource
+
+
+@dataclass
+class SensorSet:
+    """Open devices of one agent. ``readers`` holds live devices, ``windows`` all."""
+
+    readers: dict[str, SensorReader] = field(default_factory=dict)
+    windows: dict[str, WindowSource] = field(default_factory=dict)
+    buses: list[ModbusBus] = field(default_factory=list)
+    _counted: dict[str, Any] = field(default_factory=dict)
+    _closers: list[Any] = field(default_factory=list)
+
+    def counters(self) -> dict[str, DeviceCounters]:
+        """Counter snapshot per Modbus device."""
+        return {name: obj.counters() for name, obj in self._counted.items()}
+
+    def close(self) -> None:
+        """Stop buses, close ports and connections, stop simulators (idempotent)."""
+        for bus in self.buses:
+            bus.stop()
+        self.buses.clear()
+        for obj in reversed(self._closers):
+            obj()
+        self._closers.clear()
+
+
+def _poller(d: DeviceConfig, rm: RegisterMap, transport: PymodbusTransport) -> RegisterPoller:
+    return RegisterPoller(name=d.name, unit=d.unit, timeout=d.timeout, register_map=rm,
+                          policy=d.policy, transport=transport)
+
+
+def _simulated_map(channels: int) -> RegisterMap:
+    from agent.simulator.core import LiveLayout
+
+    lay = LiveLayout.default(channels)
+    return RegisterMap(channels=lay.channels, label=lay.label, counter=lay.counter)
+
+
+def _start_simulator(d: DeviceConfig, t: SimulatedTransport, s: SensorSet) -> tuple[int, int]:
+    from agent.simulator.core import SimulatorCore
+    from agent.simulator.server import SimulatedDevice
+    from agent.simulator.signals import ArraySignal, RecordCaptures, VibrationSignal
+    from models.datasets.ucr import load_ts
+
+    if t.dataset == "synthetic-vibration":
+        core = SimulatorCore(live=VibrationSignal(channels=t.channels, seed=t.seed,
+                                                  sample_rate_hz=d.sample_rate))
+    else:
+        ds = load_ts(t.dataset)
+        order: Sequence[int] = t.indices if t.indices is not None else range(len(ds))
+        if d.mode == "capture":
+            core = SimulatorCore(captures=RecordCaptures(ds.series, [int(v) for v in ds.labels],
+                                                         length=d.window_length, indices=order),
+                                 capture_layout=d.capture or CaptureLayout())
+        else:
+            xs = [ds.series[i] for i in order]
+            labels = np.concatenate([np.full(x.shape[1], int(ds.labels[i]))
+                                     for i, x in zip(order, xs, strict=True)])
+            core = SimulatorCore(live=ArraySignal(np.concatenate(xs, axis=1),
+                                                  [int(v) for v in labels]))
+    sim = SimulatedDevice(core, unit=d.unit, tcp_port=0, sample_rate=d.sample_rate).start()
+    s._closers.append(sim.stop)
+    assert sim.tcp_port is not None
+    return sim.tcp_port, core.live.channels if core.live is not None else 0
+
+
+def open_sensors(config: SensorsConfig) -> SensorSet:
+    """Open every configured device; on failure, what was opened is closed again."""
+    s = SensorSet()
+    try:
+        _open(config, s)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def _open(config: SensorsConfig, s: SensorSet) -> None:
+    rtu_groups: dict[str, list[DeviceConfig]] = {}
+    for d in config.devices:
+        if isinstance(d.transport, RtuTransport):
+            rtu_groups.setdefault(d.transport.serial, []).append(d)
+    rtu_transports: dict[str, PymodbusTransport] = {}
+    for port, devs in rtu_groups.items():
+        t0 = devs[0].transport
+        assert isinstance(t0, RtuTransport)
+        tr = rtu_transport(port, baudrate=t0.baudrate, parity=t0.parity, stopbits=t0.stopbits,
+                           bytesize=t0.bytesize, timeout=min(d.timeout for d in devs))
+        rtu_transports[port] = tr
+        live = [d for d in devs if d.mode == "live"]
+        if len(live) > 1:
+            bus = ModbusBus(tr, sample_rate=max(d.sample_rate for d in live), name=port)
+            for d in live:
+                assert d.register_map is not None
+                reader = bus.add(_poller(d, d.register_map, tr))
+                s.readers[d.name] = reader
+                s._counted[d.name] = reader
+            s.buses.append(bus)
+        else:
+            s._closers.append(tr.close)
+    for d in config.devices:
+        _open_device(d, s, rtu_transports)
+    for bus in s.buses:
+        bus.start()
+
+
+def _open_device(d: DeviceConfig, s: SensorSet, rtu: dict[str, PymodbusTransport]) -> None:
+    t = d.transport
+    if isinstance(t, SerialLineTransport):
+        sl = SerialLineReader.open(t.serial, t.line, baudrate=t.baudrate, timeout=d.timeout)
+        s._closers.append(sl.close)
+        s.readers[d.name] = sl
+        s.windows[d.name] = LiveWindowSource(sl, length=d.window_length, hop=d.window_hop)
+        return
+    if isinstance(t, ReplayTransport):
+        from agent.sensors.replay import ReplaySource
+
+        s.windows[d.name] = ReplaySource(t.path, length=d.window_length, indices=t.indices,
+                                         loop=t.loop)
+        return
+    rm = d.register_map
+    if isinstance(t, SimulatedTransport):
+        port, channels = _start_simulator(d, t, s)
+        t = TcpTransport(host="127.0.0.1", port=port)
+        if rm is None and channels:
+            rm = _simulated_map(channels)
+    if isinstance(t, TcpTransport):
+        tr = tcp_transport(t.host, t.port, timeout=d.timeout)
+        s._closers.append(tr.close)
+    else:
+        assert isinstance(t, RtuTransport)
+        tr = rtu[t.serial]
+    if d.mode == "capture":
+        dummy = RegisterMap(channels=(RegisterSpec(name="seq", address=0),))
+        cap = ModbusCaptureSource(CaptureReader(_poller(d, dummy, tr),
+                                                d.capture or CaptureLayout(), ack=d.capture_ack))
+        s.windows[d.name] = cap
+        s._counted[d.name] = cap
+        return
+    if d.name in s.readers:  # already on a shared bus
+        bus_reader = s.readers[d.name]
+        assert isinstance(bus_reader, BusDeviceReader)
+        s.windows[d.name] = LiveWindowSource(bus_reader, length=d.window_length,
+                                             hop=d.window_hop)
+        return
+    assert rm is not None
+    cls = ModbusTcpReader if isinstance(t, TcpTransport) else ModbusRtuReader
+    reader = cls(_poller(d, rm, tr))
+    s.readers[d.name] = reader
+    s._counted[d.name] = reader
+    s.windows[d.name] = LiveWindowSource(reader, length=d.window_length, hop=d.window_hop,
+                                         period=1.0 / d.sample_rate)
+
