@@ -36,3 +36,9 @@ from agent.keys_cli import keys_group, provision  # noqa: E402
 
 cli.add_command(keys_group)
 cli.add_command(provision)
+
+from agent.sensors.cli import sensors_group  # noqa: E402
+from agent.simulator.cli import simulate_cmd  # noqa: E402
+
+cli.add_command(sensors_group)
+cli.add_command(simulate_cmd)
