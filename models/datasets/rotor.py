@@ -171,10 +171,10 @@ class RotorSynth:
         period = 1.0 / self._defect_hz(self.label)
         ftf = defect_frequencies(self.profile.geometry, shaft_hz=self.shaft_hz)["FTF"]
         base = self.profile.fault_amplitude_g * self.severity * (0.5 + self.load)
-        end = (self.sample + n) / fs
-        while self.next_impact < end:
+        # impacts land on the nearest sample; compare in samples so a chunk
+        # boundary never drops or duplicates one
+        while (pos := round(self.next_impact * fs) - self.sample) < n:
             dt = self.next_impact - self.t
-            pos = round(self.next_impact * fs) - self.sample
             amp = base
             if self.label == 2:
                 theta = self.shaft_phase + 2 * math.pi * self.shaft_hz * dt

@@ -157,3 +157,20 @@ def test_validation() -> None:
         generate(machines=2, windows_per_machine=2, length=64, seed=0, class_mix=np.ones(3))
     with pytest.raises(DatasetError, match="pitch"):
         BearingGeometry(ball_diameter_mm=40.0)
+
+
+@pytest.mark.parametrize(("label", "key", "factor"),
+                         [(1, "BPFO", 1.0), (2, "BPFI", 1.0), (3, "BSF", 2.0)])
+def test_clean_stream_envelope_line_is_exactly_the_defect_frequency(
+    label: int, key: str, factor: float
+) -> None:
+    prof = MachineProfile(machine_id=0, shaft_hz_range=(29.95, 29.95), load_range=(0.5, 0.5),
+                          noise_std=0.0, roughness_g=0.0, imbalance_g=0.0,
+                          misalignment_g=0.0, slip=0.0)
+    stream = VibrationStream(prof, 4, mean_dwell_s=math.inf, initial_label=label)
+    x = np.concatenate([stream.next_samples(1000) for _ in range(120)], axis=1)  # 10 s
+    f, a = envelope_spectrum(x[0], sample_rate_hz=prof.sample_rate_hz, band=(1500.0, 4500.0))
+    sel = (f > 20) & (f < 500)
+    peak = float(f[sel][np.argmax(a[sel])])
+    expected = factor * defect_frequencies(prof.geometry, shaft_hz=29.95)[key]
+    assert peak == pytest.approx(expected, abs=0.15)  # bin width 0.1 Hz
