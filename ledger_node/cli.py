@@ -1,32 +1,211 @@
 """``splitfed-ledger``: permissioned ledger full node (command line).
 
-Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
+Exit codes: 0 success; 1 runtime failure (node unreachable, ``verify`` found
+a bad block, a proof does not verify); 2 usage or configuration error; 3 the
+submitted tx was committed but marked invalid (reason printed).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import sys
+from pathlib import Path
+from typing import Any
 
 import click
 
+from ledger_node.api import jsonable
+from ledger_node.client import LedgerClient
+from ledger_node.errors import LedgerError
+from ledger_node.genesis import load_genesis, write_genesis_with_keys
+from ledger_node.lightclient import verify_proof
+from ledger_node.node import LedgerNode
+from ledger_node.tx import TX_KINDS, make_tx
+from ledger_node.verify import verify_chain
+from protocol.errors import ConfigError, KeyFileError, SplitfedError
+from protocol.keys import load_signing_key
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_TX_INVALID = 0, 1, 2, 3
+DEFAULT_URL = "http://127.0.0.1:7070"
+
+url_option = click.option("--url", default=DEFAULT_URL, show_default=True,
+                          help="API of a running node")
+
+
+def _print(obj: Any) -> None:
+    click.echo(json.dumps(jsonable(obj), indent=2, sort_keys=True))
+
+
+class _ExitCodeError(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+
 
 @click.group(name="splitfed-ledger", context_settings={"help_option_names": ["-h", "--help"]})
-def cli() -> None:
+@click.option("-v", "--verbose", is_flag=True, help="log at INFO level to stderr")
+def cli(verbose: bool) -> None:
     """iiot-splitfed permissioned ledger full node."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@cli.command()
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--orgs", default="org1,org2,org3", show_default=True)
+@click.option("--chain-id", default="splitfed", show_default=True)
+@click.option("--ordering", type=click.Choice(["solo", "etcd"]), default="solo")
+@click.option("--block-max-txs", type=int, default=100, show_default=True)
+@click.option("--block-max-ms", type=int, default=200, show_default=True)
+def genesis(out_dir: Path, orgs: str, chain_id: str, ordering: str, block_max_txs: int,
+            block_max_ms: int) -> None:
+    """Write OUT/genesis.json and fresh keys (OUT/keys/) for N organisations."""
+    g = write_genesis_with_keys(out_dir, chain_id=chain_id,
+                                org_ids=[o.strip() for o in orgs.split(",") if o.strip()],
+                                ordering=ordering, block_max_txs=block_max_txs,
+                                block_max_ms=block_max_ms)
+    click.echo(f"wrote {out_dir / 'genesis.json'} for {len(g.orgs)} orgs; keys in "
+               f"{out_dir / 'keys'}")
+
+
+@cli.command()
+@click.option("--genesis", "genesis_file", type=click.Path(path_type=Path), required=True)
+@click.option("--data-dir", type=click.Path(path_type=Path), required=True)
+def init(genesis_file: Path, data_dir: Path) -> None:
+    """Create a node database at block 0 from a genesis file."""
+    g = load_genesis(genesis_file)
+    LedgerNode.init(data_dir, g)
+    click.echo(f"initialised chain {g.chain_id} in {data_dir} (genesis {g.digest().hex()})")
+
+
+@cli.command()
+@click.option("--config", "config_file", type=click.Path(path_type=Path), required=True)
+def run(config_file: Path) -> None:
+    """Run a full node until SIGTERM/SIGINT."""
+    from ledger_node.app import LedgerApp
+    from ledger_node.config import load_config
+
+    LedgerApp(load_config(config_file)).run_forever()
+
+
+@cli.command("make-tx")
+@click.option("--kind", type=click.Choice(sorted(TX_KINDS)), required=True)
+@click.option("--body", "body_file", type=click.Path(path_type=Path), required=True,
+              help="JSON object; a value {'@file': PATH} is replaced by that file's bytes")
+@click.option("--key", "key_file", type=click.Path(path_type=Path), required=True)
+@click.option("--submitter", required=True, help="e.g. org1/admin, org1/gateway, server")
+@click.option("--chain-id", required=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+def make_tx_cmd(kind: str, body_file: Path, key_file: Path, submitter: str, chain_id: str,
+                out: Path) -> None:
+    """Build and sign a tx into a file (for `submit`)."""
+    try:
+        body = json.loads(body_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read body {body_file}: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ConfigError("the tx body must be a JSON object")
+    for k, v in list(body.items()):
+        if isinstance(v, dict) and set(v) == {"@file"}:
+            body[k] = (body_file.parent / v["@file"]).read_bytes()
+    raw = make_tx(kind, body, signing_key=load_signing_key(key_file), submitter=submitter,
+                  chain_id=chain_id)
+    out.write_bytes(raw)
+    click.echo(f"wrote {out}")
+
+
+@cli.command()
+@click.argument("tx_file", type=click.Path(path_type=Path))
+@url_option
+@click.option("--wait", "wait_s", type=float, default=10.0, show_default=True,
+              help="seconds to wait for the block; 0 = do not wait")
+def submit(tx_file: Path, url: str, wait_s: float) -> None:
+    """Submit a signed tx file; print txid (and its receipt)."""
+    client = LedgerClient(url)
+    txid = client.submit(tx_file.read_bytes())
+    click.echo(txid)
+    if wait_s > 0:
+        r = client.wait_for(txid, timeout=wait_s)
+        click.echo(f"height {r.height}: {'valid' if r.valid else 'INVALID: ' + str(r.reason)}")
+        if not r.valid:
+            raise _ExitCodeError(EXIT_TX_INVALID)
+
+
+@cli.command()
+@click.argument("height", type=int, required=False)
+@url_option
+def show(height: int | None, url: str) -> None:
+    """Print a block (default: the latest)."""
+    client = LedgerClient(url)
+    _print(client.block(client.height() if height is None else height))
+
+
+@cli.command()
+@click.argument("key")
+@url_option
+def state(key: str, url: str) -> None:
+    """Print a state value, e.g. device/org1/pump1, session/s1, model/s1."""
+    value = LedgerClient(url).state(key)
+    if value is None:
+        click.echo(f"no state key {key!r}", err=True)
+        raise _ExitCodeError(EXIT_FAILURE)
+    _print(value)
+
+
+@cli.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), required=True)
+def verify(data_dir: Path) -> None:
+    """Replay the whole chain from genesis; non-zero exit names the first bad block."""
+    try:
+        rep = verify_chain(data_dir)
+    except LedgerError as exc:
+        click.echo(f"verify FAILED: {exc}", err=True)
+        raise _ExitCodeError(EXIT_FAILURE) from exc
+    click.echo(f"OK: {rep.height} blocks, {rep.txs} txs ({rep.invalid_txs} marked invalid), "
+               f"certified up to {rep.certified_height}, head {rep.head_hash}")
+    if rep.uncertified:
+        click.echo(f"not yet certified: {list(rep.uncertified)}")
+    for vid, h in rep.equivocations:
+        click.echo(f"equivocation seen: validator {vid} at height {h}")
+
+
+@cli.command()
+@click.argument("txid")
+@url_option
+def prove(txid: str, url: str) -> None:
+    """Print the inclusion proof of a tx and check it against the node's validator set."""
+    client = LedgerClient(url)
+    p = client.proof(txid)
+    hdr = verify_proof(p, validators=client.validators(), require_valid=False)
+    _print({"chain_id": p.chain_id, "height": p.height, "header": p.header,
+            "certificate": [list(c) for c in p.certificate], "tx": p.tx,
+            "leaf_index": p.leaf_index, "tree_size": p.tree_size,
+            "audit_path": list(p.audit_path), "valid": hdr.invalid_reason(p.leaf_index) is None})
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
     try:
         cli.main(args=argv, prog_name="splitfed-ledger", standalone_mode=False)
+    except _ExitCodeError as exc:
+        return exc.code
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
-        return int(exc.exit_code)
+        return EXIT_USAGE
     except click.exceptions.Abort:
-        return 1
-    return 0
+        return EXIT_FAILURE
+    except (ConfigError, KeyFileError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        return EXIT_USAGE
+    except SplitfedError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return EXIT_FAILURE
+    except OSError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return EXIT_FAILURE
+    return EXIT_OK
 
 
 if __name__ == "__main__":
