@@ -87,13 +87,14 @@ class Subscriber:
 
 def start_driver(state_dir: Path, broker: MosquittoBroker, *, total: int, budget: float = 1e6,
                  noise: float = 4.0, interval: float = 0.01,
-                 env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+                 env: dict[str, str] | None = None,
+                 extra: list[str] | None = None) -> subprocess.Popen[str]:
     pw = state_dir.parent / "dev1.password"
     pw.write_text(MQTT_USERS["dev1"] + "\n")
     cmd = [sys.executable, "-m", "tests.integration.agent.transport._driver",
            "--state-dir", str(state_dir), "--port", str(broker.port), "--password-file", str(pw),
            "--total", str(total), "--budget", repr(budget), "--noise", repr(noise),
-           "--interval", repr(interval)]
+           "--interval", repr(interval), *(extra or [])]
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=full_env)
