@@ -188,3 +188,26 @@ def test_roundtrip_any_valid_file(
 def test_parse_ts_accepts_str_lines() -> None:
     ds = parse_ts(UNI.splitlines(), source="mem.ts")
     assert len(ds) == 2
+
+
+MULTI = (b"@problemName F\n@univariate false\n@dimensions 2\n@equalLength false\n"
+         b"@classLabel true a b\n@data\n1,2,3:4,5,6:a\n7,?,9:1,2,3:b\n0.5:1e-3:a\n")
+
+
+@settings(max_examples=200, deadline=None)
+@given(edits=st.lists(st.tuples(st.integers(0, len(MULTI)), st.integers(0, 2),
+                                st.sampled_from([b":", b",", b"@", b"#", b"?", b"x", b" ",
+                                                 b"\n", b"\r\n", b"1", b"(", b"\xff", b""])),
+                      min_size=1, max_size=4))
+def test_corrupted_file_parses_or_names_a_line(edits: list[tuple[int, int, bytes]]) -> None:
+    data = bytearray(MULTI)
+    for pos, drop, ins in edits:
+        data[pos:pos + drop] = ins
+    lines = [ln.rstrip(b"\r") for ln in bytes(data).split(b"\n")]
+    try:
+        ds = parse_ts(lines, source="F_TRAIN.ts")
+    except DatasetFormatError as err:  # anything else escaping is a bug
+        assert 1 <= err.line <= len(lines)
+        assert str(err).startswith(f"F_TRAIN.ts:{err.line}: ")
+    else:
+        assert len(ds) >= 1 and all(s.shape[0] == ds.dimensions for s in ds.series)
