@@ -182,9 +182,13 @@ class GatewayCore:
         return self._accepted(out, rnd)
 
     def _accepted(self, acc: Accepted, rnd: GatewayRound | None) -> list[Action]:
-        assert rnd is not None  # admit() checked the round is open
         msg = acc.message
         self.devices.setdefault(acc.device, True)
+        if rnd is None or (isinstance(msg, ActivationBatch) and msg.labels is None):
+            # split inference: forwarded, not a training leaf (admit() let only these through
+            # without an open round)
+            self.metrics.inc(M_ACCEPTED, {"device": acc.device, "type": "inference"})
+            return self._forward(acc.data)
         if isinstance(msg, ActivationBatch):
             new = rnd.add_activation(
                 device=acc.device,
@@ -210,8 +214,11 @@ class GatewayCore:
             self.metrics.inc(M_DUPLICATE, {"device": acc.device})
             return []
         self.metrics.inc(M_ACCEPTED, {"device": acc.device, "type": kind})
+        return self._forward(acc.data)
+
+    def _forward(self, data: bytes) -> list[Action]:
         self.metrics.inc("forwarded")
-        fwd = endorse(acc.data, signing_key=self._key, org=self.org, seq=self._next_seq())
+        fwd = endorse(data, signing_key=self._key, org=self.org, seq=self._next_seq())
         return [Publish(topic=topics.central_up(self.org), payload=fwd)]
 
     def on_device_state(self, topic: str, payload: bytes) -> list[Action]:

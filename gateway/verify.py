@@ -15,8 +15,9 @@ at the first failure:
 7. replay window per device: a stale sequence number is rejected; an exact
    duplicate (QoS 1 redelivery) yields :class:`Duplicate`, which is neither
    forwarded again nor counted as an attack;
-8. session, round and model hash of the current round; tensor shapes and
-   label range for that model;
+8. session, round and model hash of the current round (the round is not
+   checked for unlabelled windows: split inference runs between rounds
+   too); tensor shapes and label range for that model;
 9. DP parameters at least as strong as the session policy; declared epsilon
    within the budget.
 
@@ -211,7 +212,8 @@ def _check_session(
         return RejectReason.NO_SESSION, "no session is active at this gateway"
     if msg.session != policy.session:
         return RejectReason.WRONG_SESSION, f"session {msg.session!r}"
-    if round_no is None or msg.round != round_no:
+    inference = isinstance(msg, ActivationBatch) and msg.labels is None
+    if not inference and (round_no is None or msg.round != round_no):
         return RejectReason.WRONG_ROUND, f"round {msg.round}, open round {round_no}"
     spec = policy.models.get(msg.model_hash)
     if spec is None:

@@ -1,0 +1,449 @@
+"""The central server as a sans-I/O state machine: messages in, actions out.
+
+Theory of operation. Phases of a round::
+
+    TRAINING --(round policy: quorum/deadline)--> COLLECTING --(all group
+    aggregates or deadline)--> PROPOSED --(ledger: finalised)--> next round
+                                        \\--(ledger: rejected)--> next round
+                                             from the last finalised weights
+
+* ``on_central_up(topic, payload)``: a gateway endorsement is verified with
+  that gateway's key, then the device envelope inside with the device's
+  registered key (end to end: a gateway cannot alter what a device sent),
+  then the device's sequence number against the server's own replay window.
+  An activation batch with labels trains the group's server half and yields
+  a server-signed :class:`GradientBatch` on ``central/{org}/down``; one
+  without labels yields a :class:`Prediction` (JSON) on the device's
+  ``predictions`` topic (split inference). A forwarded client-weights upload
+  marks the device finished. A gateway-signed :class:`ClientWeights` is that
+  group's round aggregate.
+* ``tick(now)``: applies the round policy and the collection deadline.
+* ``on_proposal_status(status)``: the ledger's verdict on the proposal.
+
+Drops are counted (``splitfed_server_rejected_total{reason}``), never raised.
+Not thread-safe: the app drives it from one thread.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import nacl.signing
+import numpy as np
+
+from gateway.core import Publish
+from gateway.endorse import gateway_kid, open_endorsement, org_of_gateway_kid
+from gateway.errors import AggregationError
+from gateway.fedavg import WeightedUpdate, fedavg
+from gateway.metrics import MetricsRegistry
+from gateway.registry import CachedRegistry
+from protocol import envelope as env_mod
+from protocol import topics
+from protocol.errors import LedgerError, ProtocolError
+from protocol.messages import (
+    ActivationBatch,
+    ClientWeights,
+    Command,
+    GradientBatch,
+    ModelAnnouncement,
+    Prediction,
+    decode_any,
+    seal,
+    weights_digest,
+)
+from protocol.replay import ReplayGuard, Verdict
+from server.aggregate import GroupAggregate, aggregate_groups
+from server.proposals import Proposal, ProposalStatus, next_version
+from server.round_policy import RoundPolicy, RoundTracker
+from server.sfl import SplitTrainer
+
+__all__ = ["Phase", "ServerCore", "SessionPlan", "SubmitTx"]
+
+log = logging.getLogger(__name__)
+SERVER_KID = "server"
+
+CommandKind = Literal["start_round", "stop_round", "sync", "upload_weights", "load_model", "stop"]
+Evaluator = Callable[[Sequence[np.ndarray], Sequence[np.ndarray]], float]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubmitTx:
+    """Submit a ledger tx of ``kind`` with ``body``."""
+
+    kind: str
+    body: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionPlan:
+    """What the server runs: from the ledger session record and the model manifest."""
+
+    session: str
+    rounds: int
+    groups: Mapping[str, str]  # org -> group
+    model_id: str
+    cut: int
+    client_sha256: str
+    server_sha256: str
+    client_weight_shapes: tuple[tuple[int, ...], ...]
+    lr: float = 0.01
+    collect_deadline_s: float = 60.0
+
+
+class Phase(enum.Enum):
+    IDLE = "idle"
+    TRAINING = "training"
+    COLLECTING = "collecting"
+    PROPOSED = "proposed"
+    DONE = "done"
+
+
+class ServerCore:
+    """Split-federated training coordinator; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        plan: SessionPlan,
+        signing_key: nacl.signing.SigningKey,
+        gateway_keys: Mapping[str, nacl.signing.VerifyKey],
+        registry: CachedRegistry,
+        trainer: SplitTrainer,
+        client_weights: Sequence[np.ndarray],
+        evaluator: Evaluator,
+        round_policy: RoundPolicy,
+        metrics: MetricsRegistry,
+        start_seq: int = 0,
+        version: int = 0,
+    ) -> None:
+        self.plan = plan
+        self._key = signing_key
+        self._gw_keys = dict(gateway_keys)
+        self.registry = registry
+        self.trainer = trainer
+        self.client_weights = tuple(np.array(w) for w in client_weights)
+        self._final_client = self.client_weights
+        self._final_server = trainer.weights()
+        self._evaluate = evaluator
+        self._policy = round_policy
+        self.metrics = metrics
+        self._seq = start_seq
+        self.version = version  # last finalised version
+        self._proposed: Proposal | None = None
+        self._pending_weights: tuple[np.ndarray, ...] | None = None
+        self.replay = ReplayGuard()  # per gateway kid: endorsement and aggregate seqs
+        self._dev_replay: dict[str, ReplayGuard] = {}  # per org, per device
+        self.phase = Phase.IDLE
+        self.round = -1
+        self.tracker: RoundTracker | None = None
+        self._aggs: dict[str, GroupAggregate] = {}
+        self._collect_since = 0.0
+        self.history: list[dict[str, Any]] = []
+        for name, kind, text in [
+            ("batches", "counter", "Activation batches trained, by org"),
+            ("predictions", "counter", "Split-inference windows answered, by org"),
+            ("rejected", "counter", "Messages dropped, by reason"),
+            ("round", "gauge", "Current round"),
+            ("accuracy", "gauge", "Held-out accuracy of the last aggregated model"),
+            ("version", "gauge", "Last finalised model version"),
+        ]:
+            metrics.declare(name, kind, text)
+
+    # -- helpers -------------------------------------------------------------------
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _drop(self, reason: str, detail: str) -> list[Publish | SubmitTx]:
+        self.metrics.inc("rejected", {"reason": reason})
+        log.debug("dropped: %s (%s)", reason, detail[:200])
+        return []
+
+    def _broadcast(
+        self, kind: CommandKind, args: Mapping[str, str | int | float] | None = None
+    ) -> list[Publish | SubmitTx]:
+        out: list[Publish | SubmitTx] = []
+        cmd = Command(
+            session=self.plan.session,
+            round=self.round,
+            device=None,
+            kind=kind,
+            args=dict(args or {}),
+            seq=self._next_seq(),
+        )
+        data = seal(cmd, signing_key=self._key, kid=SERVER_KID)
+        for org in sorted(self.plan.groups):
+            out.append(Publish(topic=topics.central_down(org), payload=data))
+        return out
+
+    def _device_replay(self, org: str) -> ReplayGuard:
+        return self._dev_replay.setdefault(org, ReplayGuard())
+
+    # -- rounds --------------------------------------------------------------------
+    def start_round(self, round_no: int, now: float) -> list[Publish | SubmitTx]:
+        """Open ``round_no`` at every gateway."""
+        if round_no >= self.plan.rounds:
+            self.phase = Phase.DONE
+            return []
+        self.round = round_no
+        self.phase = Phase.TRAINING
+        self.tracker = RoundTracker(policy=self._policy, started_at=now)
+        self._aggs = {}
+        self.metrics.set("round", round_no)
+        return self._broadcast("start_round", {"version": self.version, "lr": self.plan.lr})
+
+    def tick(self, now: float) -> list[Publish | SubmitTx]:
+        """Apply the round policy and the collection deadline."""
+        if self.phase is Phase.TRAINING and self.tracker is not None:
+            d = self.tracker.decide(now)
+            if d.close:
+                log.info(
+                    "round %d closes (%s): %d of %d devices finished",
+                    self.round,
+                    d.reason.value if d.reason else "?",
+                    d.finished,
+                    d.participants,
+                )
+                self.phase = Phase.COLLECTING
+                self._collect_since = now
+                return self._broadcast("stop_round", {"commit": int(d.commit)})
+        if self.phase is Phase.COLLECTING:
+            groups = set(self.plan.groups.values())
+            if (
+                set(self._aggs) >= groups
+                or now - self._collect_since >= self.plan.collect_deadline_s
+            ):
+                return self._finish_round(now)
+        return []
+
+    def _finish_round(self, now: float) -> list[Publish | SubmitTx]:
+        shapes = {self.plan.cut: self.plan.client_weight_shapes}
+        try:
+            res = aggregate_groups(self._group_aggregates(), shapes)[self.plan.cut]
+        except AggregationError as exc:
+            log.error("aggregation failed: %s", exc)
+            res = None
+        server_w = self.trainer.end_round()
+        if res is None or res.weights is None:
+            log.warning(
+                "round %d produced no aggregate; next round from version %d",
+                self.round,
+                self.version,
+            )
+            self.trainer.set_weights(self._final_server)
+            return self.start_round(self.round + 1, now)
+        acc = float(self._evaluate(res.weights, server_w))
+        self.metrics.set("accuracy", acc)
+        self.client_weights = res.weights
+        self._pending_weights = res.weights
+        ver = next_version(
+            latest_finalised=self.version,
+            last_proposed=None if self._proposed is None else self._proposed.version,
+        )
+        self._proposed = Proposal(
+            session_id=self.plan.session,
+            version=ver,
+            round=self.round,
+            weights_sha256=weights_digest(res.weights),
+            client_sha256=self.plan.client_sha256,
+            server_sha256=self.plan.server_sha256,
+            metrics={"accuracy": acc, "samples": float(res.num_samples)},
+        )
+        self.history.append(
+            {
+                "round": self.round,
+                "accuracy": acc,
+                "version": ver,
+                "groups": list(res.groups),
+                "refused": dict(res.refused),
+                "loss": self.trainer.mean_loss(),
+            }
+        )
+        self.phase = Phase.PROPOSED
+        return [SubmitTx(kind="model_propose", body=self._proposed.body())]
+
+    @property
+    def proposal(self) -> Proposal | None:
+        return self._proposed
+
+    def on_proposal_status(self, status: ProposalStatus, now: float) -> list[Publish | SubmitTx]:
+        """The ledger's verdict on the pending proposal."""
+        if self.phase is not Phase.PROPOSED or self._proposed is None:
+            return []
+        p = self._proposed
+        if status is ProposalStatus.FINALISABLE:
+            return [
+                SubmitTx(
+                    kind="model_finalise",
+                    body={
+                        "session_id": p.session_id,
+                        "version": p.version,
+                        "weights_sha256": p.weights_sha256,
+                    },
+                )
+            ]
+        if status is ProposalStatus.FINALISED:
+            self.version = p.version
+            self._final_client = self.client_weights
+            self._final_server = self.trainer.weights()
+            self.metrics.set("version", p.version)
+            ann = ModelAnnouncement(
+                session=p.session_id,
+                version=p.version,
+                model_id=self.plan.model_id,
+                cut=self.plan.cut,
+                client_sha256=p.client_sha256,
+                client_artifact=None,
+                weights=self.client_weights,
+                weights_sha256=p.weights_sha256,
+                proof=None,
+            )
+            data = seal(ann, signing_key=self._key, kid=SERVER_KID)
+            out: list[Publish | SubmitTx] = [
+                Publish(topic=topics.central_down(org), payload=data)
+                for org in sorted(self.plan.groups)
+            ]
+            return out + self.start_round(self.round + 1, now)
+        if status is ProposalStatus.REJECTED:
+            log.warning(
+                "version %d rejected by the validators; devices keep version %d",
+                p.version,
+                self.version,
+            )
+            self.client_weights = self._final_client
+            self.trainer.set_weights(self._final_server)
+            return self.start_round(self.round + 1, now)
+        return []
+
+    # -- gateways -----------------------------------------------------------------
+    def on_central_up(self, topic: str, payload: bytes) -> list[Publish | SubmitTx]:
+        try:
+            t = topics.parse(topic)
+            if t.kind != "central_up" or t.org not in self.plan.groups:
+                return self._drop("bad_topic", topic)
+            outer = env_mod.peek(payload, max_size=env_mod.MAX_ENVELOPE_BYTES + 1024)
+            gw_key = self._gw_keys.get(t.org)
+            if gw_key is None or org_of_gateway_kid(outer.kid) != t.org:
+                return self._drop("unknown_gateway", outer.kid)
+            if outer.content_type == ClientWeights.CONTENT_TYPE:
+                return self._group_upload(t.org, payload, gw_key)
+            endo = open_endorsement(payload, gateway_key=gw_key, org=t.org)
+            if self.replay.observe(gateway_kid(t.org), endo.seq) is Verdict.DUPLICATE:
+                return []
+            inner = env_mod.peek(endo.envelope)
+            try:
+                _, vk = self.registry.lookup(t.org, inner.kid)
+            except LedgerError as exc:
+                return self._drop("registry_unavailable", str(exc))
+            if vk is None:
+                return self._drop("unregistered", inner.kid)
+            env_mod.verify(endo.envelope, verify_key=vk, expected_kid=inner.kid)
+            msg = decode_any(inner.payload, inner.content_type)
+            if not isinstance(msg, ActivationBatch | ClientWeights) or msg.device != inner.kid:
+                return self._drop("unexpected_type", inner.content_type)
+            if self._device_replay(t.org).observe(inner.kid, msg.seq) is Verdict.DUPLICATE:
+                return []
+        except ProtocolError as exc:
+            return self._drop(type(exc).__name__, str(exc))
+        if isinstance(msg, ClientWeights):
+            if self.tracker is not None and msg.round == self.round:
+                self.tracker.finished(f"{t.org}/{msg.device}")
+            return []
+        return self._activations(t.org, msg)
+
+    def _activations(self, org: str, msg: ActivationBatch) -> list[Publish | SubmitTx]:
+        group = self.plan.groups[org]
+        if msg.model_hash != self.plan.client_sha256:
+            return self._drop("wrong_model", msg.model_hash[:16])
+        acts = msg.activations.astype(np.float32)
+        if msg.labels is None:
+            probs = self.trainer.predict(group, acts)
+            self.metrics.inc("predictions", {"org": org}, amount=float(acts.shape[0]))
+            pred = Prediction(
+                session=msg.session,
+                device=msg.device,
+                seq=msg.seq,
+                probabilities=np.asarray(probs, np.float32),
+            )
+            return [Publish(topic=topics.predictions(org, msg.device), payload=pred.to_json())]
+        if (
+            self.phase is not Phase.TRAINING
+            or msg.session != self.plan.session
+            or msg.round != self.round
+        ):
+            return self._drop("not_training", f"round {msg.round}")
+        if self.tracker is not None:
+            self.tracker.joined(f"{org}/{msg.device}")
+        loss, grad = self.trainer.train(group, acts, msg.labels.astype(np.int32))
+        self.metrics.inc("batches", {"org": org})
+        g = GradientBatch(
+            session=msg.session,
+            round=msg.round,
+            step=msg.step,
+            device=msg.device,
+            seq=msg.seq,
+            grad=np.asarray(grad, np.float32),
+            loss=float(loss),
+        )
+        return [
+            Publish(
+                topic=topics.central_down(org),
+                payload=seal(g, signing_key=self._key, kid=SERVER_KID),
+            )
+        ]
+
+    def _group_upload(
+        self, org: str, payload: bytes, gw_key: nacl.signing.VerifyKey
+    ) -> list[Publish | SubmitTx]:
+        env = env_mod.verify(payload, verify_key=gw_key, expected_kid=gateway_kid(org))
+        msg = decode_any(env.payload, env.content_type)
+        if (
+            not isinstance(msg, ClientWeights)
+            or self.replay.observe(env.kid, msg.seq) is Verdict.DUPLICATE
+        ):
+            return []
+        if (
+            msg.session != self.plan.session
+            or msg.round != self.round
+            or self.phase is not Phase.COLLECTING
+        ):
+            return self._drop("late_aggregate", f"{org} round {msg.round}")
+        self._aggs[org] = GroupAggregate(
+            group=org,
+            cut=self.plan.cut,
+            weights=msg.weights,
+            num_samples=msg.num_samples,
+            aggregate_sha256=weights_digest(msg.weights),
+        )
+        return []
+
+    def _group_aggregates(self) -> list[GroupAggregate]:
+        """Org uploads combined per group (orgs of one group averaged by samples)."""
+        by_group: dict[str, list[GroupAggregate]] = {}
+        for org, a in sorted(self._aggs.items()):
+            by_group.setdefault(self.plan.groups[org], []).append(a)
+        out = []
+        for group, items in sorted(by_group.items()):
+            ws = (
+                items[0].weights
+                if len(items) == 1
+                else fedavg(
+                    [
+                        WeightedUpdate(weights=a.weights, num_samples=a.num_samples, source=a.group)
+                        for a in items
+                    ]
+                )
+            )
+            out.append(
+                GroupAggregate(
+                    group=group,
+                    cut=self.plan.cut,
+                    weights=ws,
+                    num_samples=sum(a.num_samples for a in items),
+                )
+            )
+        return out
