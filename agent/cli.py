@@ -42,3 +42,9 @@ from agent.simulator.cli import simulate_cmd  # noqa: E402
 
 cli.add_command(sensors_group)
 cli.add_command(simulate_cmd)
+
+from agent.run_cli import config_group, run_cmd, status_cmd  # noqa: E402
+
+cli.add_command(config_group)
+cli.add_command(run_cmd)
+cli.add_command(status_cmd)

@@ -95,6 +95,21 @@ class Outbox:
         self.publisher.kick()
         return Release(seq=seq, spool_id=spool_id, epsilon=epsilon)
 
+    def send(self, build: MessageBuilder) -> Release:
+        """Spool a message that costs no privacy: no accountant charge, allowed when halted.
+
+        For round-end client weights only: trained by plain SGD they are declared
+        ``unprotected`` in the message itself; trained by DP-SGD every step was
+        already charged. Activations and labels must go through :meth:`release`.
+        """
+        seq = self.spool.next_seq()
+        topic, payload = build(seq)
+        if self.spool.overflow == "stop_sampling" and not self.spool.would_fit(len(payload)):
+            raise SpoolFull(f"spool full ({self.spool.depth} messages): not sending seq {seq}")
+        spool_id = self.spool.put(topic, payload, qos=self.qos, seq=seq)
+        self.publisher.kick()
+        return Release(seq=seq, spool_id=spool_id, epsilon=self.accountant.epsilon)
+
     def status(self) -> dict[str, Any]:
         """Numbers for ``status`` commands and birth details (no keys, no data)."""
         acc = self.accountant

@@ -1,0 +1,320 @@
+"""Agent configuration: one frozen object built from TOML, then environment, then CLI.
+
+The file is ``/etc/splitfed/agent.toml`` on a board. Every value can be
+overridden from the environment as ``SPLITFED_AGENT__<SECTION>__<KEY>``
+(e.g. ``SPLITFED_AGENT__MQTT__HOST=10.0.0.5``; values are parsed as TOML
+scalars, so numbers and booleans keep their type). This module is the only
+place in ``agent/`` that reads the environment.
+
+Validation collects every problem before failing: :func:`load_config` raises
+one :class:`~protocol.errors.ConfigError` whose ``problems`` list names each
+key path, so ``splitfed-agent config check`` shows them all at once.
+Secrets (MQTT password, TLS key) are file paths, never values.
+
+Sections: ``[device]`` org, id, state_dir, key_file; ``[mqtt]`` (see
+:class:`agent.mqtt.MqttConfig`); ``[model]`` manifest, server_key,
+genesis; ``[privacy]``; ``[training]``; ``[spool]``; ``[[sensors.devices]]``
+(see :mod:`agent.sensors.config`). docs/agent.md has a commented example.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from agent.mqtt import MqttConfig
+from agent.sensors.config import SensorsConfig, parse_sensors_config
+from protocol.errors import ConfigError, SplitfedError
+from protocol.topics import validate_id
+
+__all__ = ["AgentConfig", "DeviceSection", "ModelSection", "PrivacySection", "SpoolSection",
+           "TrainingSection", "load_config", "parse_config"]
+
+ENV_PREFIX = "SPLITFED_AGENT__"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceSection:
+    org: str
+    id: str
+    state_dir: Path
+    key_file: Path
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelSection:
+    manifest: Path                # client/server manifest of the model half this board runs
+    server_key: Path              # server's Ed25519 public key (hex): verifies gradients
+    genesis: Path | None = None   # ledger genesis: trust anchor for model proofs (light client)
+    require_proof: bool = True    # refuse a model announcement without a valid ledger proof
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrivacySection:
+    epsilon_budget: float
+    delta: float = 1e-5
+    clip_norm: float = 1.0
+    noise_multiplier: float = 1.0
+    labels: Literal["plain", "randomized_response"] = "plain"
+    label_epsilon: float | None = None
+    weights: Literal["unprotected", "dp_sgd"] = "unprotected"
+    dp_sgd_clip_norm: float = 1.0
+    dp_sgd_noise_multiplier: float = 1.0
+    adjacency: Literal["replace", "zero_out"] = "replace"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrainingSection:
+    record_capacity: int = 4096
+    max_pending: int = 4
+    gradient_timeout_s: float = 30.0
+    wire_dtype: Literal["float16", "float32"] = "float16"
+    inference_batch: int = 8
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpoolSection:
+    max_messages: int = 100_000
+    max_bytes: int = 256 * 1024 * 1024
+    overflow: Literal["drop_oldest", "stop_sampling"] = "drop_oldest"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentConfig:
+    device: DeviceSection
+    mqtt: MqttConfig
+    model: ModelSection
+    privacy: PrivacySection
+    training: TrainingSection
+    spool: SpoolSection
+    sensors: SensorsConfig
+
+    @property
+    def spool_path(self) -> Path:
+        return self.device.state_dir / "spool.sqlite"
+
+    @property
+    def accountant_path(self) -> Path:
+        return self.device.state_dir / "privacy.json"
+
+    @property
+    def status_path(self) -> Path:
+        return self.device.state_dir / "status.json"
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def take(self, table: Mapping[str, Any], key: str, path: str, kinds: tuple[type, ...],
+             default: Any = ...) -> Any:
+        if key not in table:
+            if default is ...:
+                self.items.append(f"{path}.{key}: required")
+            return None if default is ... else default
+        value = table[key]
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+            want = "/".join(k.__name__ for k in kinds)
+            self.items.append(f"{path}.{key}: expected {want}, got {type(value).__name__}")
+            return None if default is ... else default
+        return value
+
+    def check(self, ok: bool, message: str) -> None:
+        if not ok:
+            self.items.append(message)
+
+    def unknown(self, table: Mapping[str, Any], path: str, known: set[str]) -> None:
+        for key in sorted(set(table) - known):
+            self.items.append(f"{path}.{key}: unknown key")
+
+
+def _section(raw: Mapping[str, Any], name: str, p: _Problems) -> Mapping[str, Any]:
+    value = raw.get(name, {})
+    if not isinstance(value, Mapping):
+        p.items.append(f"{name}: must be a table")
+        return {}
+    return value
+
+
+def _path(v: Any, base: Path) -> Path | None:
+    """A configured path; relative paths are relative to the config file's directory."""
+    if v is None:
+        return None
+    return Path(v) if Path(v).is_absolute() else (base / Path(v)).resolve()
+
+
+def _device(t: Mapping[str, Any], p: _Problems, base: Path) -> DeviceSection | None:
+    p.unknown(t, "device", {"org", "id", "state_dir", "key_file"})
+    org = p.take(t, "org", "device", (str,))
+    dev = p.take(t, "id", "device", (str,))
+    for what, v in (("org", org), ("id", dev)):
+        if isinstance(v, str):
+            try:
+                validate_id(v, what=what)
+            except SplitfedError as exc:
+                p.items.append(f"device.{what}: {exc}")
+    state = _path(p.take(t, "state_dir", "device", (str,), "/var/lib/splitfed-agent"), base)
+    key = _path(p.take(t, "key_file", "device", (str,), None), base)
+    if org is None or dev is None or state is None:
+        return None
+    return DeviceSection(org=org, id=dev, state_dir=state, key_file=key or state / "device.key")
+
+
+def _mqtt(t: Mapping[str, Any], dev: DeviceSection | None, p: _Problems,
+          base: Path) -> MqttConfig | None:
+    known = {"host", "port", "client_id", "username", "password_file", "ca_certs", "certfile",
+             "keyfile", "keepalive", "session_expiry", "max_inflight"}
+    p.unknown(t, "mqtt", known)
+    kw: dict[str, Any] = {}
+    kw["host"] = p.take(t, "host", "mqtt", (str,))
+    for key in ("port", "keepalive", "session_expiry", "max_inflight"):
+        if (v := p.take(t, key, "mqtt", (int,), None)) is not None:
+            kw[key] = v
+    for key in ("client_id", "username"):
+        kw[key] = p.take(t, key, "mqtt", (str,), None)
+    for key in ("password_file", "ca_certs", "certfile", "keyfile"):
+        kw[key] = _path(p.take(t, key, "mqtt", (str,), None), base)
+    if dev is None or kw["host"] is None:
+        return None
+    try:
+        return MqttConfig(org=dev.org, device=dev.id, **kw)
+    except ConfigError as exc:
+        p.items.extend(f"mqtt: {m}" for m in exc.problems)
+        return None
+
+
+def _model(t: Mapping[str, Any], p: _Problems, base: Path) -> ModelSection | None:
+    p.unknown(t, "model", {"manifest", "server_key", "genesis", "require_proof"})
+    manifest = _path(p.take(t, "manifest", "model", (str,)), base)
+    server_key = _path(p.take(t, "server_key", "model", (str,)), base)
+    genesis = _path(p.take(t, "genesis", "model", (str,), None), base)
+    require = p.take(t, "require_proof", "model", (bool,), True)
+    for what, path in (("manifest", manifest), ("server_key", server_key), ("genesis", genesis)):
+        if path is not None and not path.is_file():
+            p.items.append(f"model.{what}: {path} does not exist")
+    if require and genesis is None:
+        p.items.append("model.genesis: required when model.require_proof is true")
+    if manifest is None or server_key is None:
+        return None
+    return ModelSection(manifest=manifest, server_key=server_key, genesis=genesis,
+                        require_proof=require)
+
+
+def _positive(p: _Problems, path: str, v: float | None, *, upper: float | None = None) -> None:
+    if v is not None and not (math.isfinite(v) and v > 0 and (upper is None or v < upper)):
+        bound = f" and < {upper}" if upper is not None else ""
+        p.items.append(f"{path}: must be > 0{bound}, got {v}")
+
+
+def _privacy(t: Mapping[str, Any], p: _Problems) -> PrivacySection | None:
+    floats = ("epsilon_budget", "delta", "clip_norm", "noise_multiplier", "label_epsilon",
+              "dp_sgd_clip_norm", "dp_sgd_noise_multiplier")
+    choices = {"labels": ("plain", "randomized_response"), "weights": ("unprotected", "dp_sgd"),
+               "adjacency": ("replace", "zero_out")}
+    p.unknown(t, "privacy", set(floats) | set(choices))
+    kw: dict[str, Any] = {}
+    for key in floats:
+        v = p.take(t, key, "privacy", (float,), ... if key == "epsilon_budget" else None)
+        _positive(p, f"privacy.{key}", v, upper=1.0 if key == "delta" else None)
+        if v is not None:
+            kw[key] = v
+    for key, allowed in choices.items():
+        v = p.take(t, key, "privacy", (str,), None)
+        if v is not None:
+            p.check(v in allowed, f"privacy.{key}: must be one of {', '.join(allowed)}, got {v!r}")
+            kw[key] = v
+    if kw.get("labels") == "randomized_response":
+        p.check("label_epsilon" in kw, "privacy.label_epsilon: required for randomized_response")
+    if "epsilon_budget" not in kw:
+        return None
+    try:
+        return PrivacySection(**kw)
+    except TypeError as exc:  # only reachable with a bad choice already reported
+        p.items.append(f"privacy: {exc}")
+        return None
+
+
+def _simple(t: Mapping[str, Any], name: str, cls: type[Any], p: _Problems) -> Any:
+    kinds: dict[str, tuple[type, ...]] = {}
+    defaults = cls()
+    for f in cls.__dataclass_fields__.values():
+        value = getattr(defaults, f.name)
+        kinds[f.name] = (float,) if isinstance(value, float) else (type(value),)
+    p.unknown(t, name, set(kinds))
+    kw = {}
+    for key, k in kinds.items():
+        v = p.take(t, key, name, k, None)
+        if v is None:
+            continue
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            _positive(p, f"{name}.{key}", float(v))
+        kw[key] = v
+    return cls(**kw)
+
+
+def parse_config(raw: Mapping[str, Any], *, base_dir: Path) -> AgentConfig:
+    """Validate a parsed TOML document; :class:`ConfigError` lists every problem."""
+    p = _Problems()
+    p.unknown(raw, "", {"device", "mqtt", "model", "privacy", "training", "spool", "sensors"})
+    dev = _device(_section(raw, "device", p), p, base_dir)
+    mqtt = _mqtt(_section(raw, "mqtt", p), dev, p, base_dir)
+    model = _model(_section(raw, "model", p), p, base_dir)
+    privacy = _privacy(_section(raw, "privacy", p), p)
+    training = _simple(_section(raw, "training", p), "training", TrainingSection, p)
+    p.check(training.wire_dtype in ("float16", "float32"),
+            f"training.wire_dtype: must be float16 or float32, got {training.wire_dtype!r}")
+    spool = _simple(_section(raw, "spool", p), "spool", SpoolSection, p)
+    p.check(spool.overflow in ("drop_oldest", "stop_sampling"),
+            f"spool.overflow: must be drop_oldest or stop_sampling, got {spool.overflow!r}")
+    sensors, problems = parse_sensors_config(_section(raw, "sensors", p))
+    p.items.extend(problems)
+    if p.items or None in (dev, mqtt, model, privacy, sensors):
+        raise ConfigError(p.items or ["incomplete configuration"])
+    assert dev and mqtt and model and privacy and sensors  # for the type checker
+    return AgentConfig(device=dev, mqtt=mqtt, model=model, privacy=privacy,
+                       training=training, spool=spool, sensors=sensors)
+
+
+def _apply_env(raw: dict[str, Any], environ: Mapping[str, str], p: list[str]) -> None:
+    for name, text in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX):].lower().split("__")
+        if len(parts) != 2 or not all(parts):
+            p.append(f"{name}: expected {ENV_PREFIX}<SECTION>__<KEY>")
+            continue
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text  # a bare string
+        section = raw.setdefault(parts[0], {})
+        if isinstance(section, dict):
+            section[parts[1]] = value
+
+
+def load_config(path: str | os.PathLike[str], *,
+                environ: Mapping[str, str] | None = None) -> AgentConfig:
+    """Read ``path`` (TOML), apply environment overrides, validate everything."""
+    file = Path(path)
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read: {exc.strerror}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
+    env_problems: list[str] = []
+    _apply_env(raw, os.environ if environ is None else environ, env_problems)
+    try:
+        config = parse_config(raw, base_dir=file.resolve().parent)
+    except ConfigError as exc:
+        raise ConfigError(env_problems + exc.problems) from None
+    if env_problems:
+        raise ConfigError(env_problems)
+    return config

@@ -1,0 +1,102 @@
+"""Agent configuration: every problem reported at once; env overrides; `config check` exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main
+from agent.config import load_config
+from protocol.errors import ConfigError
+
+
+def _valid(tmp: Path) -> str:
+    (tmp / "manifest.json").write_text("{}")
+    (tmp / "server.pub").write_text("00" * 32)
+    (tmp / "genesis.json").write_text("{}")
+    return f"""
+[device]
+org = "acme"
+id = "press-07"
+state_dir = "{tmp / 'state'}"
+
+[mqtt]
+host = "127.0.0.1"
+port = 1883
+
+[model]
+manifest = "manifest.json"
+server_key = "server.pub"
+genesis = "genesis.json"
+
+[privacy]
+epsilon_budget = 8.0
+noise_multiplier = 1.1
+
+[[sensors.devices]]
+name = "meter"
+transport = "tcp"
+host = "127.0.0.1"
+port = 5020
+"""
+
+
+def _write(tmp: Path, text: str) -> Path:
+    p = tmp / "agent.toml"
+    p.write_text(text)
+    return p
+
+
+def test_valid_file_loads_with_defaults_and_relative_paths(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, _valid(tmp_path)), environ={})
+    assert cfg.device.key_file == tmp_path / "state" / "device.key"
+    assert cfg.model.manifest == (tmp_path / "manifest.json").resolve()
+    assert cfg.privacy.delta == 1e-5 and cfg.privacy.labels == "plain"
+    assert cfg.spool.overflow == "drop_oldest"
+
+
+def test_environment_overrides_keep_types(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, _valid(tmp_path)),
+                      environ={"SPLITFED_AGENT__MQTT__PORT": "8883",
+                               "SPLITFED_AGENT__PRIVACY__EPSILON_BUDGET": "2.5",
+                               "SPLITFED_AGENT__MQTT__HOST": "broker.acme"})
+    assert cfg.mqtt.port == 8883 and cfg.mqtt.host == "broker.acme"
+    assert cfg.privacy.epsilon_budget == 2.5
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    text = _valid(tmp_path)
+    text = text.replace('id = "press-07"', 'id = "press/07"')
+    text = text.replace("port = 1883", "port = 99999")
+    text = text.replace('server_key = "server.pub"', 'server_key = "missing.pub"')
+    text = text.replace("epsilon_budget = 8.0", "epsilon_budget = -1.0\ndelta = 2.0\ncolour = 1")
+    text += '\n[spool]\noverflow = "explode"\n'
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, text), environ={"SPLITFED_AGENT__BAD": "1"})
+    problems = "\n".join(info.value.problems)
+    for expected in ("device.id", "missing.pub", "privacy.epsilon_budget", "privacy.delta",
+                     "privacy.colour: unknown key", "spool.overflow", "SPLITFED_AGENT__BAD"):
+        assert expected in problems, f"{expected!r} not reported in:\n{problems}"
+    assert len(info.value.problems) >= 7
+
+
+def test_config_check_cli_lists_all_problems_exit_2(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    bad = _write(tmp_path, "[device]\norg = 3\n[privacy]\nepsilon_budget = 0\n")
+    assert main(["config", "check", str(bad)]) == 2
+    err = capsys.readouterr().err
+    for expected in ("device.org: expected str", "device.id: required", "mqtt.host: required",
+                     "model.manifest: required", "privacy.epsilon_budget: must be > 0",
+                     "sensors.devices"):
+        assert expected in err, f"{expected!r} missing from:\n{err}"
+
+
+def test_config_check_cli_ok_and_unreadable(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    good = _write(tmp_path, _valid(tmp_path))
+    assert main(["config", "check", str(good)]) == 0
+    assert json.loads(capsys.readouterr().out)["device"] == "press-07"
+    assert main(["config", "check", str(tmp_path / "nope.toml")]) == 2
+    assert "cannot read" in capsys.readouterr().err
