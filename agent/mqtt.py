@@ -40,6 +40,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import socket
 import ssl
 import threading
 import time
@@ -127,6 +128,30 @@ class PublisherStats:
     callback_errors: int = 0
     loop_restarts: int = 0
     last_error: str | None = None
+
+
+class _PahoClient(paho.Client):
+    """paho's Client with one fix: a failed TLS handshake closes its socket.
+
+    paho-mqtt 2.2 ``_ssl_wrap_socket`` leaves the wrapped socket open when
+    ``do_handshake()`` raises (e.g. untrusted server certificate), leaking one
+    file descriptor per reconnect attempt.  With ``check_hostname`` on (what
+    ``tls_set`` configures) we do the same wrap and close on failure.
+    """
+
+    def _ssl_wrap_socket(self, tcp_sock: socket.socket) -> ssl.SSLSocket:
+        ctx = self._ssl_context
+        if ctx is None or not ctx.check_hostname:
+            return super()._ssl_wrap_socket(tcp_sock)
+        ssl_sock = ctx.wrap_socket(tcp_sock, server_hostname=self._host,
+                                   do_handshake_on_connect=False)
+        try:
+            ssl_sock.settimeout(self._connect_timeout)
+            ssl_sock.do_handshake()
+        except BaseException:
+            ssl_sock.close()
+            raise
+        return ssl_sock
 
 
 class PahoPublisher:
@@ -253,7 +278,7 @@ class PahoPublisher:
 
     def _make_client(self) -> paho.Client:
         cfg = self.config
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=cfg.effective_client_id,
+        client = _PahoClient(CallbackAPIVersion.VERSION2, client_id=cfg.effective_client_id,
                              protocol=paho.MQTTv5)
         client.max_inflight_messages_set(max(cfg.max_inflight, 20))
         client.max_queued_messages_set(0)

@@ -79,6 +79,53 @@ def device_acl(org: str, *, readers: tuple[str, ...] = ()) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocalPki:
+    """A throw-away CA with a server certificate for 127.0.0.1 and client certificates."""
+
+    ca: Path
+    server: BrokerTls
+    clients: dict[str, tuple[Path, Path]]  # name -> (certfile, keyfile)
+
+
+def make_local_pki(directory: str | Path, *, clients: tuple[str, ...] = (),
+                   days: int = 2) -> LocalPki:
+    """Generate a P-256 CA, a server cert (SAN IP:127.0.0.1, DNS:localhost) and client certs.
+
+    Uses the ``openssl`` command line (no network).  For tests and the one-machine demo
+    only: the CA key sits next to the certificates, unencrypted.
+    """
+    if shutil.which("openssl") is None:
+        raise BrokerError("openssl is not installed")
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+
+    def run(*args: str) -> None:
+        res = subprocess.run(["openssl", *args], capture_output=True, timeout=60, check=False,
+                             cwd=d)
+        if res.returncode != 0:
+            raise BrokerError(f"openssl {args[0]} failed: {res.stderr.decode(errors='replace')}")
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", str(days),
+        "-subj", "/CN=splitfed-local-ca")
+
+    def issue(name: str, ext: str) -> tuple[Path, Path]:
+        (d / f"{name}.ext").write_text(ext + "\n")
+        run("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{name}.crt", "-days", str(days),
+            "-extfile", f"{name}.ext")
+        (d / f"{name}.key").chmod(0o600)
+        return d / f"{name}.crt", d / f"{name}.key"
+
+    scrt, skey = issue("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                                 "extendedKeyUsage=serverAuth")
+    issued = {c: issue(c, "extendedKeyUsage=clientAuth") for c in clients}
+    server = BrokerTls(cafile=d / "ca.crt", certfile=scrt, keyfile=skey, require_certificate=True)
+    return LocalPki(ca=d / "ca.crt", server=server, clients=issued)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
