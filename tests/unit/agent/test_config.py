@@ -40,6 +40,7 @@ name = "meter"
 transport = "tcp"
 host = "127.0.0.1"
 port = 5020
+mode = "capture"
 """
 
 
