@@ -73,7 +73,7 @@ def device_acl(org: str, *, readers: tuple[str, ...] = ()) -> str:
         f"pattern readwrite splitfed/v1/{org}/%u/state",
         f"pattern write splitfed/v1/{org}/%u/predictions",
         f"pattern read splitfed/v1/{org}/%u/down",
-        f"pattern read splitfed/v1/{org}/model",
+        f"pattern read splitfed/v1/{org}/model",  # every device (mosquitto warns: no %u)
         "",
     ]
     return "\n".join(lines)
