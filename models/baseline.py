@@ -133,7 +133,8 @@ def run_baseline(model_id: str, cut: int, window: WindowConfig, cfg: TrainConfig
     keras_res = train_keras(spec, cut, windows, cfg)
     with tempfile.TemporaryDirectory(prefix="splitfed-baseline-") as tmp:
         export_pair(spec, cut, out_dir=tmp, seed=cfg.seed, norm_mean=windows.mean,
-                    norm_std=windows.std, norm_per_window=windows.per_window, dataset=window.dataset, window=window.as_dict())
+                    norm_std=windows.std, norm_per_window=windows.per_window,
+                    dataset=window.dataset, window=window.as_dict())
         lite_res = train_litert(tmp, windows, cfg)
     out = {"keras": asdict(keras_res), "litert": asdict(lite_res),
            "window": {"dataset": window.dataset, **window.as_dict()}, "train": asdict(cfg)}

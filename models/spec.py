@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
+
 from protocol.errors import ConfigError
 
 LayerKind = Literal["conv", "dense"]
@@ -124,6 +126,16 @@ def conv_padding(kernel: int) -> tuple[int, int]:
     """Zeros added on the left and right of the time axis."""
     pad = (kernel - 1) // 2
     return pad, pad
+
+
+def conv_indices(length: int, kernel: int, stride: int, out_len: int) -> np.ndarray:
+    """im2col indices: ``idx[t, k]`` is the input step under tap ``k`` of output ``t``.
+
+    Positions in the padding point at ``length``, the appended zero row.
+    """
+    left, _ = conv_padding(kernel)
+    t = np.arange(out_len)[:, None] * stride + np.arange(kernel)[None, :] - left
+    return np.where((t < 0) | (t >= length), length, t).astype(np.int32)
 
 
 def cnn1d(*, input_shape: tuple[int, int], num_classes: int) -> ModelSpec:

@@ -99,13 +99,16 @@ def check_builtin_only(data: bytes) -> ModelInfo:
     return info
 
 
+def _fmt(tensors: tuple[TensorInfo, ...]) -> str:
+    return ", ".join(f"{t.name} {t.dtype}{list(t.shape)}" for t in tensors)
+
+
 def format_model_info(info: ModelInfo) -> str:
     """Human-readable summary (one line per signature tensor)."""
     lines = [f"sha256 {info.sha256}", f"size   {info.size} bytes", "ops    " + " ".join(info.ops)]
     for name in sorted(info.signatures):
         inputs, outputs = info.signatures[name]
-        fmt = ", ".join
         lines.append(f"signature {name}")
-        lines.append("  in : " + (fmt(f"{t.name} {t.dtype}{list(t.shape)}" for t in inputs) or "-"))
-        lines.append("  out: " + (fmt(f"{t.name} {t.dtype}{list(t.shape)}" for t in outputs) or "-"))
+        lines.append("  in : " + (_fmt(inputs) or "-"))
+        lines.append("  out: " + (_fmt(outputs) or "-"))
     return "\n".join(lines)

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from models.spec import LayerSpec, ModelSpec, conv_padding
+from models.spec import LayerSpec, ModelSpec, conv_indices
 
 Tensor = Any  # tf.Tensor; TensorFlow ships no usable type stubs
 
@@ -47,16 +47,6 @@ class _Layer:
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
     index: np.ndarray | None  # (T, K) im2col indices into the zero-extended input, conv only
-
-
-def conv_indices(length: int, kernel: int, stride: int, out_len: int) -> np.ndarray:
-    """im2col indices: ``idx[t, k]`` is the input step under tap ``k`` of output ``t``.
-
-    Positions in the padding point at ``length``, the appended zero row.
-    """
-    left, _ = conv_padding(kernel)
-    t = np.arange(out_len)[:, None] * stride + np.arange(kernel)[None, :] - left
-    return np.where((t < 0) | (t >= length), length, t).astype(np.int32)
 
 
 def initial_weights(spec: ModelSpec, *, seed: int) -> list[np.ndarray]:
@@ -73,7 +63,13 @@ def initial_weights(spec: ModelSpec, *, seed: int) -> list[np.ndarray]:
     return out
 
 
-class _Half(tf.Module):
+def _index(layer: _Layer) -> np.ndarray:
+    if layer.index is None:
+        raise TypeError("im2col indices requested for a dense layer")
+    return layer.index
+
+
+class _Half(tf.Module):  # type: ignore[misc]
     """Layers ``start..stop-1`` of ``spec`` with manual forward/backward passes."""
 
     def __init__(self, spec: ModelSpec, start: int, stop: int, weights: list[np.ndarray],
@@ -100,10 +96,9 @@ class _Half(tf.Module):
         for j, layer in enumerate(self.layers):
             kern, bias = self.w[2 * j], self.w[2 * j + 1]
             if layer.spec.kind == "conv":
-                assert layer.index is not None
-                steps, feats = layer.in_shape
+                feats = layer.in_shape[1]
                 ext = tf.concat([h, tf.zeros([b, 1, feats], tf.float32)], axis=1)
-                cols = tf.gather(ext, tf.constant(layer.index.reshape(-1)), axis=1)
+                cols = tf.gather(ext, tf.constant(_index(layer).reshape(-1)), axis=1)
                 cols = tf.reshape(cols, [b * layer.out_shape[0], layer.spec.kernel * feats])
                 z = tf.matmul(cols, kern) + bias
                 out = tf.reshape(z, [b, *layer.out_shape])
@@ -141,12 +136,11 @@ class _Half(tf.Module):
                 return None, grads
             dcols = tf.matmul(dz, kern, transpose_b=True)
             if layer.spec.kind == "conv":
-                assert layer.index is not None
                 steps, feats = layer.in_shape
-                taps = layer.index.size
+                taps = _index(layer).size
                 dcols = tf.transpose(tf.reshape(dcols, [b, taps, feats]), [1, 0, 2])
                 dext = tf.math.unsorted_segment_sum(
-                    dcols, tf.constant(layer.index.reshape(-1)), steps + 1)
+                    dcols, tf.constant(_index(layer).reshape(-1)), steps + 1)
                 d = tf.transpose(dext[:steps], [1, 0, 2])
             else:
                 d = tf.reshape(dcols, [b, *layer.in_shape])
