@@ -1,8 +1,8 @@
 """Agent configuration: one frozen object built from TOML, then environment, then CLI.
 
 The file is ``/etc/splitfed/agent.toml`` on a board. Every value can be
-overridden from the environment as ``SPLITFED_AGENT__<SECTION>__<KEY>``
-(e.g. ``SPLITFED_AGENT__MQTT__HOST=10.0.0.5``; values are parsed as TOML
+overridden from the environment as ``SPLITFED_AGENT_<SECTION>_<KEY>``
+(e.g. ``SPLITFED_AGENT_MQTT_HOST=10.0.0.5``; values are parsed as TOML
 scalars, so numbers and booleans keep their type). This module is the only
 place in ``agent/`` that reads the environment.
 
@@ -35,7 +35,8 @@ from protocol.topics import validate_id
 __all__ = ["AgentConfig", "DeviceSection", "ModelSection", "PrivacySection", "SpoolSection",
            "TrainingSection", "load_config", "parse_config"]
 
-ENV_PREFIX = "SPLITFED_AGENT__"
+ENV_PREFIX = "SPLITFED_AGENT_"
+_SECTIONS = ("device", "mqtt", "model", "privacy", "training", "spool")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -286,9 +287,10 @@ def _apply_env(raw: dict[str, Any], environ: Mapping[str, str], p: list[str]) ->
     for name, text in environ.items():
         if not name.startswith(ENV_PREFIX):
             continue
-        parts = name[len(ENV_PREFIX):].lower().split("__")
-        if len(parts) != 2 or not all(parts):
-            p.append(f"{name}: expected {ENV_PREFIX}<SECTION>__<KEY>")
+        parts = name[len(ENV_PREFIX):].lower().split("_", 1)
+        if len(parts) != 2 or not all(parts) or parts[0] not in _SECTIONS:
+            p.append(f"{name}: expected {ENV_PREFIX}<SECTION>_<KEY> with SECTION one of "
+                     f"{', '.join(s.upper() for s in _SECTIONS)}")
             continue
         try:
             value = tomllib.loads(f"v = {text}")["v"]

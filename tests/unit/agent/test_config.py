@@ -60,9 +60,9 @@ def test_valid_file_loads_with_defaults_and_relative_paths(tmp_path: Path) -> No
 
 def test_environment_overrides_keep_types(tmp_path: Path) -> None:
     cfg = load_config(_write(tmp_path, _valid(tmp_path)),
-                      environ={"SPLITFED_AGENT__MQTT__PORT": "8883",
-                               "SPLITFED_AGENT__PRIVACY__EPSILON_BUDGET": "2.5",
-                               "SPLITFED_AGENT__MQTT__HOST": "broker.acme"})
+                      environ={"SPLITFED_AGENT_MQTT_PORT": "8883",
+                               "SPLITFED_AGENT_PRIVACY_EPSILON_BUDGET": "2.5",
+                               "SPLITFED_AGENT_MQTT_HOST": "broker.acme"})
     assert cfg.mqtt.port == 8883 and cfg.mqtt.host == "broker.acme"
     assert cfg.privacy.epsilon_budget == 2.5
 
@@ -75,10 +75,10 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     text = text.replace("epsilon_budget = 8.0", "epsilon_budget = -1.0\ndelta = 2.0\ncolour = 1")
     text += '\n[spool]\noverflow = "explode"\n'
     with pytest.raises(ConfigError) as info:
-        load_config(_write(tmp_path, text), environ={"SPLITFED_AGENT__BAD": "1"})
+        load_config(_write(tmp_path, text), environ={"SPLITFED_AGENT_BAD": "1"})
     problems = "\n".join(info.value.problems)
     for expected in ("device.id", "missing.pub", "privacy.epsilon_budget", "privacy.delta",
-                     "privacy.colour: unknown key", "spool.overflow", "SPLITFED_AGENT__BAD"):
+                     "privacy.colour: unknown key", "spool.overflow", "SPLITFED_AGENT_BAD"):
         assert expected in problems, f"{expected!r} not reported in:\n{problems}"
     assert len(info.value.problems) >= 7
 
