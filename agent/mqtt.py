@@ -16,7 +16,8 @@ sessions back to back:
    start sending the spool from its oldest row.
 3. Pump: at most ``max_inflight`` spool rows are unacknowledged at once, sent
    in spool order.  A row is deleted from the spool only in ``on_publish``
-   (the PUBACK) with a success reason code; a failure reason code (e.g.
+   (the PUBACK) with a success reason code - rows acknowledged during one
+   ``loop()`` call are deleted in one transaction; a failure reason code (e.g.
    0x87 not authorised) moves it to the spool's dead-letter table.
 4. When the connection drops, the in-flight map is discarded and the next
    session re-sends from the oldest remaining row, in the original order
@@ -171,6 +172,7 @@ class PahoPublisher:
         self._rng = random.Random()  # jitter only; not security relevant  # noqa: S311
         # per-session state, only touched by the network thread
         self._inflight: dict[int, int] = {}
+        self._acked: list[int] = []
         self._sent_upto = 0
         self._session_over = False
         self._connack_ok = False
@@ -249,7 +251,7 @@ class PahoPublisher:
     def _run_session(self) -> None:
         cfg = self.config
         self.bd_seq = self.spool.increment_meta("bd_seq")
-        self._inflight, self._sent_upto = {}, 0
+        self._inflight, self._acked, self._sent_upto = {}, [], 0
         self._session_over = self._connack_ok = False
         client = self._make_client()
         try:
@@ -264,6 +266,7 @@ class PahoPublisher:
             deadline = time.monotonic() + cfg.connect_timeout
             while not self._closing.is_set() and not self._session_over:
                 rc = client.loop(timeout=0.05)
+                self._flush_acks()
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                     raise TransportError(f"connection lost: {paho.error_string(rc)}")
                 if self._connack_ok:
@@ -273,6 +276,7 @@ class PahoPublisher:
             if self._closing.is_set() and self._connack_ok and not self._session_over:
                 self._say_goodbye(client)
         finally:
+            self._flush_acks()
             self._connected.clear()
             client._reset_sockets()  # paho keeps a socketpair per client; release it now
 
@@ -321,6 +325,13 @@ class PahoPublisher:
                 self.spool.ack(msg.id)  # QoS 0 has no PUBACK: sent is all we get
             else:
                 self._inflight[info.mid] = msg.id
+
+    def _flush_acks(self) -> None:
+        """Delete every row PUBACKed during the last loop() call in one transaction."""
+        if self._acked:
+            acked, self._acked = self._acked, []
+            self.spool.ack_many(acked)
+            self.stats.acked += len(acked)
 
     def _say_goodbye(self, client: paho.Client) -> None:
         info = client.publish(topics.state(self.config.org, self.config.device),
@@ -383,8 +394,7 @@ class PahoPublisher:
                       spool_id, reason)
             self.spool.dead_letter(spool_id, str(reason))
             return
-        self.spool.ack(spool_id)
-        self.stats.acked += 1
+        self._acked.append(spool_id)  # deleted by _flush_acks after this loop() call
 
     def _on_message(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
         self.stats.received += 1

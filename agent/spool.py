@@ -165,6 +165,20 @@ class Spool:
         """Delete a message the broker acknowledged; False if it was already gone."""
         return self._write("DELETE FROM messages WHERE id = ?", (msg_id,)) > 0
 
+    def ack_many(self, msg_ids: list[int]) -> int:
+        """Delete several acknowledged messages in one transaction (one fsync)."""
+        if not msg_ids:
+            return 0
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                n = sum(self._db.execute("DELETE FROM messages WHERE id = ?", (i,)).rowcount
+                        for i in msg_ids)
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise SpoolError(f"spool write failed: {exc}") from exc
+        return int(n)
+
     def dead_letter(self, msg_id: int, reason: str) -> None:
         """Move a message the broker rejected for good to the ``dead`` table."""
         with self._lock:

@@ -54,6 +54,15 @@ def test_byte_bound_and_stop_sampling(tmp_path: Path) -> None:
     sp.close()
 
 
+def test_ack_many(tmp_path: Path) -> None:
+    sp = Spool(tmp_path / "s.db")
+    ids = [sp.put("t", bytes([i])) for i in range(5)]
+    assert sp.ack_many([ids[0], ids[2], ids[2]]) == 2
+    assert sp.ack_many([]) == 0
+    assert [m.payload for m in sp.peek_batch(10)] == [b"\x01", b"\x03", b"\x04"]
+    sp.close()
+
+
 def test_dead_letter_keeps_the_message(tmp_path: Path) -> None:
     sp = Spool(tmp_path / "s.db")
     i = sp.put("t", b"rejected", seq=0)
