@@ -127,6 +127,10 @@ class RegisterPoller:
         self._clock = clock
         self._sleep = sleep
 
+    def now(self) -> float:
+        """The poller's clock (monotonic seconds)."""
+        return self._clock()
+
     def _guard(self, fn: Callable[[], Sample]) -> Sample:
         try:
             result = fn()
@@ -239,12 +243,12 @@ class CaptureReader:
     def poll(self) -> Window | None:
         """One try: the new capture, or ``None`` if the device still shows the last one."""
         p = self.poller
-        if not p.health.ready(p._clock()):
+        if not p.health.ready(p.now()):
             raise DeviceUnavailableError(f"{p.name} is backing off")
         try:
             window = self._poll()
         except SensorError as exc:
-            p.health.record_failure(classify(exc), p._clock(), type(exc).__name__)
+            p.health.record_failure(classify(exc), p.now(), type(exc).__name__)
             raise
         if window is not None:
             p.health.record_success()

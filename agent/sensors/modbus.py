@@ -30,7 +30,7 @@ from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
 from agent.sensors.base import Sample, Window
-from agent.sensors.device import CaptureReader, RegisterPoller
+from agent.sensors.device import CaptureReader, RegisterPoller, RegisterTransport
 from agent.sensors.errors import (
     DeviceUnavailableError,
     FrameError,
@@ -213,7 +213,7 @@ class BusDeviceReader:
 class ModbusBus:
     """One thread polling the devices of one serial port (or one TCP connection) in turn."""
 
-    def __init__(self, transport: PymodbusTransport, *, sample_rate: float, name: str = "bus",
+    def __init__(self, transport: RegisterTransport, *, sample_rate: float, name: str = "bus",
                  clock: Callable[[], float] = time.monotonic) -> None:
         if sample_rate <= 0:
             raise ValueError("sample_rate must be > 0")

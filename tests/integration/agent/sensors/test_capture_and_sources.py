@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -85,13 +84,12 @@ def test_replay_source_matches_dataset(data_dir: Path) -> None:
     assert np.array_equal(w2.x, fixed[1]) and w2.source_seq == 1
     with pytest.raises(Exception, match="exhausted"):
         src.next_window(timeout=0)
+    # sample by sample: record 0 brought to 4 samples, then (looping) record 0 again
     r = ReplayReader(ReplaySource(path, length=4, indices=[0]))
-    assert [r.read().values[0] for _ in range(5)][4] == pytest.approx(fixed_first(ds))
-
-
-def fixed_first(ds: object) -> float:
-    series = ds.series  # type: ignore[attr-defined]
-    return float(to_fixed_length([series[0]], length=4, mode="resample")[0, 0, 0])
+    first = to_fixed_length([ds.series[0]], length=4, mode="resample")[0, 0]
+    played = [r.read() for _ in range(5)]
+    assert [s.values[0] for s in played] == pytest.approx([*first.tolist(), first[0]])
+    assert {s.label for s in played} == {int(ds.labels[0])}
 
 
 def test_open_sensors_with_simulated_vibration_device() -> None:
@@ -101,10 +99,8 @@ def test_open_sensors_with_simulated_vibration_device() -> None:
     assert cfg is not None, problems
     sensors = open_sensors(cfg)
     try:
-        t0 = time.monotonic()
         w1 = sensors.windows["motor"].next_window(timeout=10.0)
         w2 = sensors.windows["motor"].next_window(timeout=10.0)
-        assert time.monotonic() - t0 < 10.0
     finally:
         sensors.close()
     assert w1.x.shape == w2.x.shape == (2, 16)

@@ -133,7 +133,8 @@ def test_dead_device_on_shared_rtu_bus_does_not_stall_live_one(pty_link: PtyLink
     sim = start_device(tcp=False, link=pty_link, rate=100.0)
     tr = rtu_transport(pty_link.agent_path, baudrate=115200, timeout=0.1)
     bus = ModbusBus(tr, sample_rate=50.0, name="rs485")
-    live = bus.add(poller(tr, unit=1, timeout=0.1, retries=0, base=0.2, max_s=1.0))
+    # per-device timeouts: generous for the live unit (a loaded CI machine), short for unit 2
+    live = bus.add(poller(tr, unit=1, timeout=1.0, retries=0, base=0.2, max_s=1.0))
     dead = bus.add(poller(tr, unit=2, timeout=0.1, retries=0, base=0.2, max_s=1.0))
     bus.start()
     try:

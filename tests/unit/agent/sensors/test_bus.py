@@ -29,7 +29,7 @@ def test_dead_device_does_not_starve_live_one(dead: bool) -> None:
     tr = FakeTransport(clock)
     if dead:
         tr.dead.add(2)
-    bus = ModbusBus(tr, sample_rate=10.0, clock=clock)  # type: ignore[arg-type]
+    bus = ModbusBus(tr, sample_rate=10.0, clock=clock)
     live = bus.add(poller(1, tr, clock))
     other = bus.add(poller(2, tr, clock))
     t_end = clock.t + 60.0
