@@ -68,7 +68,7 @@ class EtcdOrderer:
         self._pending_seen_at = 0.0
         self._rev = node.log_rev
         self._marker_for = 0
-        self._seen_sigs: set[bytes] = set()
+        self._sig_rev = 0  # creation revision of the last signature entry read
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: LedgerError | None = None
@@ -182,13 +182,18 @@ class EtcdOrderer:
             self._publish(h, hb, own)
 
     def _collect_sigs(self) -> None:
-        start = self.prefix + f"sig/{self.node.certified_height + 1:012d}".encode()
-        kvs, _ = self.etcd.range_prefix(self.prefix + b"sig/", start=start, limit=2000,
-                                        by_create=False)
-        for key, value, _ in kvs:
-            if key in self._seen_sigs:
-                continue
-            self._seen_sigs.add(key)
+        # by creation revision, so a late conflicting signature for an old, already
+        # certified height is still seen (and becomes evidence)
+        while True:
+            kvs, _ = self.etcd.range_prefix(self.prefix + b"sig/",
+                                            min_create_revision=self._sig_rev + 1, limit=1000)
+            self._add_sigs(kvs)
+            if len(kvs) < 1000:
+                return
+
+    def _add_sigs(self, kvs: list[tuple[bytes, bytes, int]]) -> None:
+        for key, value, rev in kvs:
+            self._sig_rev = max(self._sig_rev, rev)
             try:
                 v = cbor2.loads(value)
                 header, sig, vid = v["h"], v["s"], key.decode().split("/")[-2]
