@@ -43,7 +43,7 @@ def test_simulate_then_sensors_read(tmp_path: Path, data_dir: Path,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         ready = ready_line(proc)
-        assert ready["ready"] is True and ready["mode"] == "capture"
+        assert ready["ready"] is True and ready["mode"] == "capture" and ready["channels"] == 1
         cfg = tmp_path / "sensors.toml"
         cfg.write_text(f"""
 [[sensors.devices]]
