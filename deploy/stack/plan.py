@@ -1,0 +1,139 @@
+"""What a one-machine stack run will do, decided before anything starts (pure).
+
+:func:`make_plan` turns the user's options and the dataset's labels into a
+:class:`StackPlan`: organisation and device ids, each device's share of the
+training set (non-IID: Dirichlet across organisations, then across the
+organisation's devices), which devices sit on a serial line (Modbus RTU over
+a pty) and which on Modbus TCP, the held-out split of the test set between
+the server and the validator organisations, and the noise multiplier that
+makes the planned number of epochs fit the epsilon budget
+(:func:`agent.privacy.calibrate.noise_multiplier_for_budget`).
+
+Each device's local dataset is its share of the training set; its meter
+serves every record once (no looping, so one dataset record is one privacy
+record on the device) and the device iterates epochs over what it holds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.privacy.calibrate import noise_multiplier_for_budget
+from models.datasets.partition import hierarchical_partition
+from protocol.errors import ConfigError
+
+__all__ = ["DevicePlan", "StackOptions", "StackPlan", "make_plan"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StackOptions:
+    run_dir: Path
+    data_dir: Path
+    dataset: str = "PLAID"             # a name in data_dir, a .ts path, or synthetic-vibration
+    orgs: int = 2
+    devices_per_org: int = 2
+    rounds: int = 5
+    epsilon: float | None = 8.0        # None: non-private (no noise, no label DP)
+    delta: float = 1e-5
+    sfl: Literal["v1", "v2"] = "v2"
+    ledger: Literal["solo", "etcd"] = "solo"
+    label_dp: bool = False
+    label_epsilon: float = 0.5
+    model: str = "cnn1d"
+    cut: int = 1
+    steps_per_round: int = 8
+    batch_size: int = 16
+    lr: float = 0.05
+    alpha: float = 1.0                 # Dirichlet concentration; smaller = more skewed
+    serial_every: int = 2              # every n-th device reads its meter over RTU on a pty
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 1 <= self.orgs <= 16:
+            problems.append("--orgs must be in 1..16")
+        if not 1 <= self.devices_per_org <= 64:
+            problems.append("--devices-per-org must be in 1..64")
+        if not 1 <= self.rounds <= 1000:
+            problems.append("--rounds must be in 1..1000")
+        if self.epsilon is not None and not (math.isfinite(self.epsilon) and self.epsilon > 0):
+            problems.append("--epsilon must be > 0 (or omitted for a non-private run)")
+        if self.steps_per_round < 1 or self.batch_size < 1 or not self.lr > 0:
+            problems.append("steps, batch size and learning rate must be positive")
+        if self.label_dp and self.epsilon is None:
+            problems.append("--label-dp needs an --epsilon budget")
+        if self.ledger == "etcd" and self.orgs < 3:
+            problems.append("--ledger etcd needs at least 3 organisations (Raft quorum, 2f+1)")
+        if problems:
+            raise ConfigError(problems)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DevicePlan:
+    org: str
+    device: str
+    indices: tuple[int, ...]           # into the training set
+    transport: Literal["tcp", "rtu"]
+
+    @property
+    def name(self) -> str:
+        return f"{self.org}-{self.device}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StackPlan:
+    options: StackOptions
+    orgs: tuple[str, ...]
+    devices: tuple[DevicePlan, ...]
+    server_eval: tuple[int, ...]                  # test-set indices the server evaluates on
+    validator_eval: dict[str, tuple[int, ...]]    # per validator org: its own held-out data
+    epochs_per_record: int                        # worst case over devices
+    noise_multiplier: float | None                # None: non-private
+    num_classes: int
+
+    def devices_of(self, org: str) -> list[DevicePlan]:
+        return [d for d in self.devices if d.org == org]
+
+
+def make_plan(options: StackOptions, *, train_labels: npt.NDArray[np.int64],
+              test_labels: npt.NDArray[np.int64], num_classes: int) -> StackPlan:
+    """Partition the data and size the noise for ``options``."""
+    rng = np.random.default_rng(options.seed)
+    orgs = tuple(f"org{i + 1}" for i in range(options.orgs))
+    n_dev = options.orgs * options.devices_per_org
+    if len(train_labels) < 2 * n_dev:
+        raise ConfigError(f"{len(train_labels)} training records are too few for {n_dev} devices")
+    parts = hierarchical_partition(train_labels, orgs=options.orgs,
+                                   devices_per_org=options.devices_per_org,
+                                   alpha_org=options.alpha, alpha_device=options.alpha * 2,
+                                   rng=rng, min_per_device=2)
+    devices = []
+    for (o, d), idx in sorted(parts.items()):
+        k = o * options.devices_per_org + d
+        transport: Literal["tcp", "rtu"] = (
+            "rtu" if options.serial_every > 0 and k % options.serial_every == 1 else "tcp")
+        devices.append(DevicePlan(org=orgs[o], device=f"dev{d + 1}",
+                                  indices=tuple(int(i) for i in idx), transport=transport))
+    per_round = options.steps_per_round * options.batch_size
+    smallest = min(len(d.indices) for d in devices)
+    epochs = max(1, math.ceil(options.rounds * per_round / smallest))
+    z: float | None = None
+    if options.epsilon is not None:
+        z = noise_multiplier_for_budget(
+            epsilon=options.epsilon, delta=options.delta, releases_per_record=epochs,
+            label_epsilon=options.label_epsilon if options.label_dp else None)
+    order = rng.permutation(len(test_labels))
+    half = len(order) // 2
+    server_eval = tuple(int(i) for i in sorted(order[:half]))
+    shares = np.array_split(order[half:], len(orgs))
+    validator_eval = {org: tuple(int(i) for i in sorted(s)) for org, s in zip(orgs, shares,
+                                                                             strict=True)}
+    return StackPlan(options=options, orgs=orgs, devices=tuple(devices),
+                     server_eval=server_eval, validator_eval=validator_eval,
+                     epochs_per_record=epochs, noise_multiplier=z, num_classes=num_classes)
