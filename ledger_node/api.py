@@ -214,6 +214,7 @@ class LedgerApi:
                     for i, t, d, k, v, r in n.storage.block_txs(height)],
             "certificate": [list(c) for c in n.certificate(height)],
             "certified": n.is_certified(height),
+            "log_rev": n.storage.log_rev(height),
         }
 
     def _wait(self, height: int, timeout: float, certified: bool) -> int:

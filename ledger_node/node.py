@@ -29,8 +29,15 @@ from typing import Any
 
 import nacl.signing
 
-from ledger_node.block import Header, decode_header, quorum, sign_header, verify_header_signature
-from ledger_node.errors import CertificateError, LedgerError, NotFoundError
+from ledger_node.block import (
+    Header,
+    decode_header,
+    quorum,
+    sign_header,
+    verify_certificate,
+    verify_header_signature,
+)
+from ledger_node.errors import CertificateError, ChainIntegrityError, LedgerError, NotFoundError
 from ledger_node.executor import ExecutedBlock, execute_block
 from ledger_node.genesis import Genesis
 from ledger_node.lightclient import ProofBundle
@@ -199,7 +206,12 @@ class LedgerNode:
             self._headers[self._height] = hb
             self._cond.notify_all()
         sigs = []
+        signed = {v for v, hh, _, _ in self.storage.sigs(self._height) if hh != self._head_hash}
         for vid, key in sorted(self._keys.items()):
+            if vid in signed:  # never sign a second header at one height
+                log.error("refusing to sign block %d for %s: signed another header there",
+                          self._height, vid)
+                continue
             sig = sign_header(hb, key)
             self.storage.add_sig(self._height, vid, self._head_hash, hb, sig)
             sigs.append((vid, sig))
@@ -207,6 +219,30 @@ class LedgerNode:
         invalid = len(block.header.invalid)
         log.info("block %d committed: %d txs (%d invalid)", self._height, len(txs), invalid)
         return block, sigs
+
+    def commit_certified(self, txs: Sequence[bytes], header: bytes,
+                         certificate: Sequence[tuple[str, bytes]], *,
+                         log_rev: int = 0) -> ExecutedBlock:
+        """Adopt a block received from a peer: re-execute, compare, check the certificate.
+
+        The block is committed only if re-executing ``txs`` on this node's state
+        gives exactly ``header`` and ``certificate`` holds a quorum of valid
+        validator signatures over it; otherwise :class:`ChainIntegrityError` /
+        :class:`CertificateError` and nothing is written. The node then signs it
+        too (it computed the same header itself).
+        """
+        hdr = decode_header(header)
+        if hdr.height != self._height + 1:
+            raise ChainIntegrityError(f"peer block {hdr.height} does not follow {self._height}")
+        block = self.execute(txs, time_ms=hdr.time_ms, proposer=hdr.proposer)
+        if block.header.to_bytes() != header:
+            raise ChainIntegrityError(f"peer block {hdr.height} does not re-execute to its header")
+        verify_certificate(header, certificate, validators=self.validators())
+        committed, _ = self.commit(txs, time_ms=hdr.time_ms, proposer=hdr.proposer,
+                                   log_rev=log_rev)
+        for vid, sig in certificate:
+            self.add_signature(vid, header, sig)
+        return committed
 
     def add_signature(self, validator: str, header: bytes, sig: bytes) -> Evidence | None:
         """Check and store a validator's header signature.

@@ -131,6 +131,10 @@ class Storage:
         rows = self._q("SELECT hash, header FROM blocks WHERE height = ?", (height,))
         return (bytes(rows[0][0]), bytes(rows[0][1])) if rows else None
 
+    def log_rev(self, height: int) -> int:
+        rows = self._q("SELECT log_rev FROM blocks WHERE height = ?", (height,))
+        return int(rows[0][0]) if rows else 0
+
     def block_txs(self, height: int) -> list[tuple[int, str, bytes, str, bool, str | None]]:
         rows = self._q("SELECT idx, txid, data, kind, valid, reason FROM txs WHERE height = ? "
                        "ORDER BY idx", (height,))

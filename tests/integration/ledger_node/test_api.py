@@ -4,15 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ledger_node.api import LedgerApi
 from ledger_node.client import LedgerClient
-from ledger_node.errors import InvalidTransaction, NotFoundError
+from ledger_node.errors import (
+    CertificateError,
+    ChainIntegrityError,
+    InvalidTransaction,
+    NotFoundError,
+)
 from ledger_node.lightclient import verify_model_finalisation
 from ledger_node.node import LedgerNode
 from ledger_node.solo import SoloOrderer
+from ledger_node.sync import catch_up_from_peer
+from ledger_node.verify import verify_chain
 from tests.unit.ledger_node.conftest import H1, H2, H3, Consortium, make_consortium, session_body
 
 
@@ -93,3 +101,46 @@ def test_refusals_and_subscribe(served: tuple[LedgerClient, Consortium, LedgerNo
     client.submit(c.register("org2", "x"))
     block = next(sub)
     assert block["height"] == start + 1 and block["txs"][0]["kind"] == "device_register"
+
+
+class _LyingPeer(LedgerClient):
+    """A peer that withholds a tx from a block, or most of its certificate."""
+
+    def __init__(self, inner: LedgerClient, *, drop_cert: bool = False) -> None:
+        super().__init__(inner.base_url)
+        self.drop_cert = drop_cert
+
+    def block(self, height: int) -> dict[str, Any]:
+        b = super().block(height)
+        if self.drop_cert:
+            b["certificate"] = b["certificate"][:1]
+        elif b["txs"]:
+            b["txs"] = b["txs"][:-1]  # withhold one tx from the block
+        return b
+
+
+def test_catch_up_from_peer_verifies_everything(
+        served: tuple[LedgerClient, Consortium, LedgerNode], tmp_path: Path) -> None:
+    client, c, node = served
+    for i in range(5):
+        client.submit(c.register("org1", f"d{i}"))
+    last = client.submit(c.register("org2", "z"))
+    client.wait_for(last, timeout=10)
+    client.wait_height(node.height, timeout=5, certified=True)
+    LedgerNode.init(tmp_path / "follower", c.genesis)
+    follower = LedgerNode(tmp_path / "follower")  # holds no keys: a read-only replica
+    try:
+        with pytest.raises(ChainIntegrityError, match="does not re-execute"):
+            catch_up_from_peer(follower, _LyingPeer(client))
+        with pytest.raises(CertificateError, match="1 of the 2"):
+            catch_up_from_peer(follower, _LyingPeer(client, drop_cert=True))
+        assert follower.height == 0
+        top = catch_up_from_peer(follower, client)
+        assert top == client.certified_height()
+        assert all(follower.header_bytes(h).hex() == client.block(h)["header"]
+                   for h in range(1, top + 1))
+        assert follower.certified_height == top
+        assert follower.state.root() == node.state.root()
+    finally:
+        follower.close()
+    assert verify_chain(tmp_path / "follower").height == top
