@@ -20,10 +20,10 @@ STD_FLOOR = 1e-6
 
 def standardise_per_window(x: np.ndarray) -> np.ndarray:
     """Z-score every ``(..., C, L)`` window along ``L``; float32."""
-    arr = np.asarray(x, dtype=np.float32)
+    arr = np.asarray(x, dtype=np.float64)  # float64: a flat float32 window must give zeros
     mu = arr.mean(axis=-1, keepdims=True)
     sd = np.maximum(arr.std(axis=-1, keepdims=True), STD_FLOOR)
-    out: np.ndarray = ((arr - mu) / sd).astype(np.float32, copy=False)
+    out: np.ndarray = ((arr - mu) / sd).astype(np.float32)
     return out
 
 

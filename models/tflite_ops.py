@@ -8,6 +8,7 @@ edge nodes run the plain LiteRT builtin kernels only.
 from __future__ import annotations
 
 import hashlib
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,7 +86,7 @@ def read_model_info(data: bytes) -> ModelInfo:
 
             sigs[sd.SignatureKey().decode()] = (_tensors(sd.InputsLength(), sd.Inputs),
                                                 _tensors(sd.OutputsLength(), sd.Outputs))
-    except (AttributeError, IndexError, ValueError, UnicodeDecodeError) as exc:
+    except (AttributeError, IndexError, ValueError, UnicodeDecodeError, struct.error) as exc:
         raise ModelError(f"malformed TFLite flatbuffer: {exc!r}") from exc
     return ModelInfo(sha256=hashlib.sha256(data).hexdigest(), size=len(data),
                      ops=tuple(sorted(set(ops))), signatures=sigs)
