@@ -57,7 +57,13 @@ class ModelSection:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PrivacySection:
+    """Local DP settings. ``enabled = false`` is an explicit non-private mode for
+    benchmarks: activations leave unclipped and un-noised, every message declares
+    ``mechanism = "none"`` and ``noise_multiplier = 0``, and gateways reject them
+    unless the session's policy allows it."""
+
     epsilon_budget: float
+    enabled: bool = True
     delta: float = 1e-5
     clip_norm: float = 1.0
     noise_multiplier: float = 1.0
@@ -219,10 +225,11 @@ def _privacy(t: Mapping[str, Any], p: _Problems) -> PrivacySection | None:
               "dp_sgd_clip_norm", "dp_sgd_noise_multiplier")
     choices = {"labels": ("plain", "randomized_response"), "weights": ("unprotected", "dp_sgd"),
                "adjacency": ("replace", "zero_out")}
-    p.unknown(t, "privacy", set(floats) | set(choices))
-    kw: dict[str, Any] = {}
+    p.unknown(t, "privacy", set(floats) | set(choices) | {"enabled"})
+    kw: dict[str, Any] = {"enabled": p.take(t, "enabled", "privacy", (bool,), True)}
     for key in floats:
-        v = p.take(t, key, "privacy", (float,), ... if key == "epsilon_budget" else None)
+        required = key == "epsilon_budget" and kw["enabled"]
+        v = p.take(t, key, "privacy", (float,), ... if required else None)
         _positive(p, f"privacy.{key}", v, upper=1.0 if key == "delta" else None)
         if v is not None:
             kw[key] = v
@@ -233,6 +240,10 @@ def _privacy(t: Mapping[str, Any], p: _Problems) -> PrivacySection | None:
             kw[key] = v
     if kw.get("labels") == "randomized_response":
         p.check("label_epsilon" in kw, "privacy.label_epsilon: required for randomized_response")
+    if not kw["enabled"]:
+        kw.setdefault("epsilon_budget", 1.0)  # unused: nothing is charged when disabled
+        if kw.get("labels") == "randomized_response" or kw.get("weights") == "dp_sgd":
+            p.items.append("privacy: label or weight DP needs privacy.enabled = true")
     if "epsilon_budget" not in kw:
         return None
     try:

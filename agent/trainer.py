@@ -67,25 +67,31 @@ class ClientTrainer:
         self._wire = np.dtype(wire_dtype)
         label_mode: Literal["plain", "randomized_response"] = (
             "randomized_response" if privacy.labels == "randomized_response" else "plain")
-        self.dp = DpParams(clip_norm=privacy.clip_norm, noise_multiplier=privacy.noise_multiplier,
+        self.dp = DpParams(clip_norm=privacy.clip_norm,
+                           noise_multiplier=privacy.noise_multiplier if privacy.enabled else 0.0,
                            label_mode=label_mode,
-                           label_epsilon=privacy.label_epsilon if label_mode != "plain" else None)
+                           label_epsilon=privacy.label_epsilon if label_mode != "plain" else None,
+                           mechanism="gaussian" if privacy.enabled else "none")
         self.samples_trained = 0
 
     def prepare(self, batch: Batch) -> Prepared:
         """Forward + local DP for ``batch``; labels None means an inference request."""
         x = self.runtime.normalise(batch.x).astype(np.float32, copy=False)
         a = self.runtime.forward(x)
-        noisy = privatize_activations(a, clip_norm=self.privacy.clip_norm,
-                                      noise_multiplier=self.privacy.noise_multiplier,
-                                      rng=self._rng)
-        events: list[PrivacyEvent] = [GaussianRelease(
-            noise_multiplier=self.privacy.noise_multiplier, records=batch.ids)]
+        events: list[PrivacyEvent] = []
+        if self.privacy.enabled:
+            noisy = privatize_activations(a, clip_norm=self.privacy.clip_norm,
+                                          noise_multiplier=self.privacy.noise_multiplier,
+                                          rng=self._rng)
+            events.append(GaussianRelease(noise_multiplier=self.privacy.noise_multiplier,
+                                          records=batch.ids))
+        else:
+            noisy = a  # explicit non-private mode: declared in every message
         labels = batch.labels
         dp = self.dp
         if labels is None:
             dp = DpParams(clip_norm=dp.clip_norm, noise_multiplier=dp.noise_multiplier,
-                          label_mode="none", label_epsilon=None)
+                          label_mode="none", label_epsilon=None, mechanism=dp.mechanism)
         elif self.privacy.labels == "randomized_response":
             assert self.privacy.label_epsilon is not None  # enforced by config validation
             labels = randomized_response(labels, k=self.num_classes,
