@@ -22,7 +22,8 @@ def runtime() -> ClientRuntime:
 def _batch(rt: ClientRuntime, n: int = 8) -> Batch:
     c, length = rt.manifest.input_shape
     rng = np.random.default_rng(0)
-    return Batch(ids=tuple(range(100, 100 + n)), x=rng.normal(size=(n, c, length)).astype(np.float32),
+    x = rng.normal(size=(n, c, length)).astype(np.float32)
+    return Batch(ids=tuple(range(100, 100 + n)), x=x,
                  labels=np.arange(n, dtype=np.int64) % rt.manifest.num_classes)
 
 
