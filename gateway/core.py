@@ -19,7 +19,9 @@ and executes the :class:`Publish` / :class:`SubmitRecord` actions it returns:
   ``start_round`` opens a round and is relayed to the devices;
   ``stop_round`` closes the round: FedAvg of the group, round-record body for
   the ledger, group aggregate (a :class:`ClientWeights` signed by the
-  gateway) to the server; other commands are relayed.
+  gateway) to the server; other commands are relayed; a finalised
+  :class:`ModelAnnouncement` becomes an :class:`Announce` action (the app
+  attaches the ledger proof and publishes it retained on ``{org}/model``).
 
 Not thread-safe: the app drives it from one thread.
 """
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,11 +52,12 @@ from protocol.messages import (
     Command,
     DeviceState,
     GradientBatch,
+    ModelAnnouncement,
     seal,
     unseal,
 )
 
-__all__ = ["Action", "GatewayCore", "Publish", "SubmitRecord"]
+__all__ = ["Action", "Announce", "GatewayCore", "Publish", "SubmitRecord"]
 
 log = logging.getLogger(__name__)
 SERVER_KID = "server"
@@ -80,7 +83,14 @@ class SubmitRecord:
     body: Mapping[str, Any] = field(default_factory=dict)
 
 
-Action = Publish | SubmitRecord
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Announce:
+    """A model version from the server: publish it retained once the ledger proves it."""
+
+    announcement: ModelAnnouncement
+
+
+Action = Publish | SubmitRecord | Announce
 
 
 class GatewayCore:
@@ -97,7 +107,7 @@ class GatewayCore:
         journal: RoundJournal,
         metrics: MetricsRegistry,
         limiter: LogLimiter,
-        hasher: Callable[[Sequence[np.ndarray]], str],
+        hasher: Callable[[tuple[np.ndarray, ...]], str],
         prior_spend: Callable[[str, str], float],
         start_seq: int = 0,
     ) -> None:
@@ -258,6 +268,8 @@ class GatewayCore:
             return [Publish(topic=topics.down(self.org, msg.device), payload=payload)]
         if isinstance(msg, Command):
             return self._command(msg, payload)
+        if isinstance(msg, ModelAnnouncement) and msg.weights is not None:
+            return [Announce(announcement=msg)]
         self.metrics.inc("server_rejected", {"reason": "unexpected_type"})
         return []
 

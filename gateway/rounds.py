@@ -28,7 +28,7 @@ Pure; not thread-safe.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -47,7 +47,7 @@ __all__ = [
     "RoundResult",
 ]
 
-WeightsHasher = Callable[[Sequence[np.ndarray]], str]
+WeightsHasher = Callable[[tuple[np.ndarray, ...]], str]
 
 
 class Phase(enum.Enum):

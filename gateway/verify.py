@@ -146,7 +146,7 @@ class AdmissionPipeline:
         if len(data) > self.max_size:
             return Rejected(
                 reason=RejectReason.OVERSIZE,
-                device=None,
+                device=_topic_device(topic),
                 detail=f"{len(data)} bytes > {self.max_size}",
             )
         try:
@@ -203,6 +203,14 @@ class AdmissionPipeline:
         if bad is not None:
             return Rejected(reason=bad[0], device=env.kid, detail=bad[1])
         return Accepted(device=env.kid, message=msg, envelope=env, data=data)
+
+
+def _topic_device(topic: str) -> str | None:
+    """The device id in a topic, for labelling a rejection only (never trusted)."""
+    try:
+        return topics.parse(topic).device
+    except ProtocolError:
+        return None
 
 
 def _check_session(

@@ -1,0 +1,221 @@
+"""``splitfed-gateway run``: wires the gateway core to MQTT, the ledger and the disk.
+
+Theory of operation. One main thread owns the :class:`GatewayCore`: it
+drains the MQTT inbox (paho's thread only enqueues), dispatches by topic,
+executes the returned actions (publish, submit a round record, announce a
+finalised model with its proof) and only then PUBACKs the message. Every
+``poll_interval_s`` it asks the ledger for its height (a new block drops
+the registry cache, so revocations apply from that block on), loads the
+session policy once the session exists, retries pending record submissions
+and model announcements. Ledger or broker outages are logged and retried,
+never fatal; ``stop()`` ends the loop from any thread (SIGTERM in the CLI).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from gateway.config import GatewayConfig
+from gateway.core import Action, Announce, GatewayCore, Publish, SubmitRecord
+from gateway.journal import SqliteJournal
+from gateway.ledger_io import (
+    LedgerRegistry,
+    find_manifest,
+    policy_from_session,
+    proof_for,
+    submit_record,
+)
+from gateway.metrics import MetricsRegistry
+from gateway.metrics_http import MetricsServer
+from gateway.mqtt_io import Inbound, PahoLink
+from gateway.ratelimit import LogLimiter
+from gateway.registry import CachedRegistry
+from gateway.verify import AdmissionPipeline
+from ledger_node.client import LedgerClient
+from protocol import topics
+from protocol.errors import LedgerError, SplitfedError
+from protocol.keys import load_signing_key, verify_key_from_hex
+from protocol.messages import ModelAnnouncement, seal, weights_digest
+from protocol.replay import ReplayGuard
+
+__all__ = ["GatewayApp"]
+
+log = logging.getLogger(__name__)
+
+
+class GatewayApp:
+    """The gateway process (see module docstring)."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self._stop = threading.Event()
+        self._key = load_signing_key(config.signing_key)
+        self.ledger = LedgerClient(config.ledger_url)
+        server_hex = config.server_pubkey or self._server_key_from_ledger()
+        self.metrics = MetricsRegistry(prefix="splitfed_gateway_")
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.journal = SqliteJournal(config.state_dir / "rounds.db")
+        pipeline = AdmissionPipeline(
+            org=config.org,
+            registry=CachedRegistry(LedgerRegistry(self.ledger)),
+            replay=ReplayGuard(),
+            max_size=config.max_message_bytes,
+        )
+        self.core = GatewayCore(
+            org=config.org,
+            group=config.group,
+            signing_key=self._key,
+            server_key=verify_key_from_hex(server_hex),
+            pipeline=pipeline,
+            journal=self.journal,
+            metrics=self.metrics,
+            limiter=LogLimiter(clock=time.monotonic, interval=config.log_interval_s),
+            hasher=weights_digest,
+            prior_spend=self._prior_spend,
+            start_seq=time.time_ns() // 1000,
+        )
+        self._pending_records: list[Mapping[str, Any]] = []
+        self._pending_models: dict[int, ModelAnnouncement] = {}
+        self.link = PahoLink(
+            config.mqtt,
+            subscriptions=[
+                topics.devices_filter(config.org, "up"),
+                topics.devices_filter(config.org, "state"),
+                topics.central_down(config.org),
+            ],
+        )
+        self.metrics_server: MetricsServer | None = None
+
+    def _server_key_from_ledger(self) -> str:
+        v = self.ledger.state("id/server")
+        if not isinstance(v, str):
+            raise LedgerError("the ledger does not hold a server key (id/server)")
+        return v
+
+    def _prior_spend(self, session: str, device: str) -> float:
+        try:
+            return self.ledger.device_spend(session, f"{self.config.org}/{device}")
+        except LedgerError:
+            return 0.0
+
+    # -- actions ---------------------------------------------------------------------
+    def _execute(self, actions: list[Action]) -> None:
+        for a in actions:
+            if isinstance(a, Publish):
+                self.link.publish(a.topic, a.payload, qos=a.qos, retain=a.retain)
+            elif isinstance(a, SubmitRecord):
+                self._pending_records.append(a.body)
+            elif isinstance(a, Announce):
+                self._pending_models[a.announcement.version] = a.announcement
+        self._flush()
+
+    def _flush(self) -> None:
+        while self._pending_records:
+            body = self._pending_records[0]
+            try:
+                txid = submit_record(
+                    self.ledger,
+                    body,
+                    org=self.config.org,
+                    signing_key=self._key,
+                    chain_id=self.config.chain_id,
+                )
+                log.info("round %s record submitted: %s", body.get("round"), txid[:16])
+            except LedgerError as exc:
+                log.warning("round record not submitted yet: %s", exc)
+                return
+            self._pending_records.pop(0)
+        for version, ann in sorted(self._pending_models.items()):
+            try:
+                rec = self.ledger.model(ann.session)
+                if rec is None or rec.version < version:
+                    continue
+                if rec.version == version and rec.weights_sha256 == ann.weights_sha256:
+                    proof = proof_for(self.ledger, rec.txid)
+                    final = ModelAnnouncement(
+                        session=ann.session,
+                        version=ann.version,
+                        model_id=ann.model_id,
+                        cut=ann.cut,
+                        client_sha256=ann.client_sha256,
+                        client_artifact=None,
+                        weights=ann.weights,
+                        weights_sha256=ann.weights_sha256,
+                        proof=proof,
+                    )
+                    self.link.publish(
+                        topics.model(self.config.org),
+                        seal(final, signing_key=self._key, kid=f"{self.config.org}.gateway"),
+                        retain=True,
+                    )
+                    log.info("published finalised model version %d", version)
+            except (LedgerError, SplitfedError) as exc:
+                log.warning("model %d not announced yet: %s", version, exc)
+                continue
+            del self._pending_models[version]
+
+    # -- loop ------------------------------------------------------------------------
+    def _poll_ledger(self) -> None:
+        try:
+            self._execute(self.core.on_block(self.ledger.height()))
+            if self.core.policy is None:
+                s = self.ledger.session(self.config.session)
+                if s is not None:
+                    m = find_manifest(s.client_sha256, self.config.manifest)
+                    self.core.set_policy(policy_from_session(s, m))
+                    log.info("session %s loaded (client %s)", s.session_id, s.client_sha256[:12])
+        except LedgerError as exc:
+            log.warning("ledger unreachable: %s", exc)
+
+    def _dispatch(self, item: Inbound) -> None:
+        try:
+            t = topics.parse(item.topic)
+        except SplitfedError:
+            return
+        if t.kind == "up":
+            self._execute(self.core.on_device_up(item.topic, item.payload))
+        elif t.kind == "state":
+            self._execute(self.core.on_device_state(item.topic, item.payload))
+        elif t.kind == "central_down":
+            self._execute(self.core.on_central_down(item.payload))
+
+    def start(self) -> None:
+        """Bind metrics, read the ledger once, connect to the broker."""
+        if self.config.metrics_port is not None:
+            self.metrics_server = MetricsServer(
+                self.metrics, host=self.config.metrics_host, port=self.config.metrics_port
+            )
+        self._poll_ledger()
+        self.link.connect()
+
+    def run(self) -> None:
+        """Process messages until :meth:`stop`."""
+        next_poll = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_poll:
+                self._poll_ledger()
+                self._flush()
+                next_poll = now + self.config.poll_interval_s
+            try:
+                item = self.link.inbox.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            self._dispatch(item)
+            self.link.ack(item)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        """Disconnect and release everything; idempotent."""
+        self.link.close()
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+            self.metrics_server = None
+        self.journal.close()

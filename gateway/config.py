@@ -1,0 +1,234 @@
+"""Gateway configuration: TOML file -> environment -> frozen :class:`GatewayConfig`.
+
+Every problem is collected and reported at once (:class:`ConfigError` with
+``problems``). Secrets are file paths. Environment overrides:
+``SPLITFED_GATEWAY_<SECTION>_<KEY>`` (e.g. ``SPLITFED_GATEWAY_MQTT_PORT=1884``);
+only this module reads the environment. Example::
+
+    [gateway]
+    org = "acme"
+    session = "s1"                 # the ledger session this gateway serves
+    group = "acme"                 # default: org
+    signing_key = "/etc/splitfed/acme-gateway.key"
+    state_dir = "/var/lib/splitfed-gateway"
+    manifest = "/usr/share/splitfed/models/cnn1d/cut1/manifest.json"
+    max_message_bytes = 4194304
+
+    [ledger]
+    url = "http://127.0.0.1:7050"
+    chain_id = "consortium-1"
+    poll_interval_s = 1.0
+
+    [mqtt]
+    host = "127.0.0.1"
+    port = 1883
+    username = "acme-gateway"
+    password_file = "/etc/splitfed/mqtt-gateway.pw"
+
+    [metrics]
+    listen = "127.0.0.1:9108"
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.mqtt_io import MqttSettings
+from protocol import envelope
+from protocol.errors import ConfigError, TopicError
+from protocol.topics import validate_id
+
+__all__ = ["GatewayConfig", "load_config", "parse_config"]
+
+_SECTIONS = {
+    "gateway": {
+        "org",
+        "session",
+        "group",
+        "signing_key",
+        "state_dir",
+        "manifest",
+        "max_message_bytes",
+        "server_pubkey",
+        "log_interval_s",
+    },
+    "ledger": {"url", "chain_id", "poll_interval_s"},
+    "mqtt": {
+        "host",
+        "port",
+        "client_id",
+        "username",
+        "password_file",
+        "ca_file",
+        "cert_file",
+        "key_file",
+        "keepalive",
+        "session_expiry",
+    },
+    "metrics": {"listen"},
+}
+_INTS = {"max_message_bytes", "port", "keepalive", "session_expiry"}
+_FLOATS = {"poll_interval_s", "log_interval_s"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayConfig:
+    org: str
+    session: str
+    group: str
+    signing_key: Path
+    state_dir: Path
+    manifest: Path | None
+    max_message_bytes: int
+    server_pubkey: str | None  # hex; default: the ledger's genesis server key
+    log_interval_s: float
+    ledger_url: str
+    chain_id: str
+    poll_interval_s: float
+    mqtt: MqttSettings
+    metrics_host: str
+    metrics_port: int | None
+
+
+def _env_overrides(raw: dict[str, dict[str, Any]], env: Mapping[str, str]) -> None:
+    for section, keys in _SECTIONS.items():
+        for key in keys:
+            name = f"SPLITFED_GATEWAY_{section}_{key}".upper()
+            if name in env:
+                val: Any = env[name]
+                if key in _INTS:
+                    with contextlib.suppress(ValueError):  # else reported below as a type problem
+                        val = int(val)
+                elif key in _FLOATS:
+                    with contextlib.suppress(ValueError):
+                        val = float(val)
+                raw.setdefault(section, {})[key] = val
+
+
+def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Validate a parsed TOML mapping (plus environment overrides)."""
+    problems: list[str] = []
+    raw: dict[str, dict[str, Any]] = {}
+    for section, body in data.items():
+        if section not in _SECTIONS:
+            problems.append(f"unknown section [{section}]")
+        elif not isinstance(body, Mapping):
+            problems.append(f"[{section}] must be a table")
+        else:
+            raw[section] = dict(body)
+            for k in body:
+                if k not in _SECTIONS[section]:
+                    problems.append(f"unknown key {section}.{k}")
+    _env_overrides(raw, os.environ if env is None else env)
+    g, led, mq, met = (raw.get(s, {}) for s in ("gateway", "ledger", "mqtt", "metrics"))
+
+    def req_str(sec: Mapping[str, Any], name: str, key: str, default: str | None = None) -> str:
+        v = sec.get(key, default)
+        if not isinstance(v, str) or not v:
+            problems.append(f"{name}.{key} is required (a non-empty string)")
+            return ""
+        return v
+
+    def num(sec: Mapping[str, Any], name: str, key: str, default: float, kind: type) -> Any:
+        v = sec.get(key, default)
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, int | float)
+            or (kind is int and not isinstance(v, int))
+        ):
+            problems.append(f"{name}.{key} must be a{'n integer' if kind is int else ' number'}")
+            return default
+        if v <= 0:
+            problems.append(f"{name}.{key} must be > 0")
+            return default
+        return v
+
+    org = req_str(g, "gateway", "org")
+    for what, val in (
+        ("gateway.org", org),
+        ("gateway.session", g.get("session")),
+        ("gateway.group", g.get("group", org)),
+    ):
+        if isinstance(val, str) and val:
+            try:
+                validate_id(val, what=what)
+            except TopicError as exc:
+                problems.append(str(exc))
+    session = req_str(g, "gateway", "session")
+    group = g.get("group", org)
+    key = req_str(g, "gateway", "signing_key")
+    state_dir = req_str(g, "gateway", "state_dir")
+    manifest = g.get("manifest")
+    if manifest is not None and not isinstance(manifest, str):
+        problems.append("gateway.manifest must be a path")
+    server_pub = g.get("server_pubkey")
+    if server_pub is not None and (not isinstance(server_pub, str) or len(server_pub) != 64):
+        problems.append("gateway.server_pubkey must be 64 hex characters")
+    max_bytes = num(g, "gateway", "max_message_bytes", envelope.MAX_ENVELOPE_BYTES, int)
+    log_int = num(g, "gateway", "log_interval_s", 60.0, float)
+    url = req_str(led, "ledger", "url")
+    if url and not url.startswith(("http://", "https://")):
+        problems.append("ledger.url must start with http:// or https://")
+    chain = req_str(led, "ledger", "chain_id")
+    poll = num(led, "ledger", "poll_interval_s", 1.0, float)
+    metrics_host, metrics_port = "127.0.0.1", None
+    listen = met.get("listen")
+    if listen is not None:
+        host, _, port = str(listen).rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            problems.append("metrics.listen must be HOST:PORT")
+        else:
+            metrics_host, metrics_port = host, int(port)
+    mqtt: MqttSettings | None = None
+    try:
+        paths = {
+            k: Path(mq[k])
+            for k in ("password_file", "ca_file", "cert_file", "key_file")
+            if isinstance(mq.get(k), str)
+        }
+        mqtt = MqttSettings(
+            host=str(mq.get("host", "127.0.0.1")),
+            port=num(mq, "mqtt", "port", 1883, int),
+            client_id=str(mq.get("client_id", f"splitfed-gateway-{org}")),
+            username=mq.get("username"),
+            keepalive=num(mq, "mqtt", "keepalive", 30, int),
+            session_expiry=num(mq, "mqtt", "session_expiry", 3600, int),
+            **paths,
+        )
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    if problems or mqtt is None:
+        raise ConfigError(problems)
+    return GatewayConfig(
+        org=org,
+        session=session,
+        group=str(group),
+        signing_key=Path(key),
+        state_dir=Path(state_dir),
+        manifest=None if manifest is None else Path(manifest),
+        max_message_bytes=int(max_bytes),
+        server_pubkey=server_pub,
+        log_interval_s=float(log_int),
+        ledger_url=url,
+        chain_id=chain,
+        poll_interval_s=float(poll),
+        mqtt=mqtt,
+        metrics_host=metrics_host,
+        metrics_port=metrics_port,
+    )
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Read and validate a TOML config file."""
+    try:
+        with Path(path).open("rb") as f:
+            data = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    return parse_config(data, env)

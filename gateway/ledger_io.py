@@ -1,0 +1,137 @@
+"""Ledger adapters for the gateway: registry, session policy, records, proofs.
+
+Wraps :class:`ledger_node.client.LedgerClient` (loopback HTTP) behind the
+gateway's roles. Ledger failures stay :class:`protocol.errors.LedgerError`;
+the admission pipeline turns them into a counted ``registry_unavailable``
+rejection, the app retries submissions on the next poll.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import nacl.signing
+
+from gateway.endorse import gateway_identity
+from gateway.policy import ModelSpec, SessionPolicy
+from gateway.registry import DeviceInfo
+from ledger_node.client import LedgerClient, SessionRecord
+from ledger_node.tx import make_tx
+from models.manifest import Manifest, list_artifacts, load_manifest
+from protocol.errors import ConfigError, LedgerError
+from protocol.messages import LedgerProof
+
+__all__ = ["LedgerRegistry", "find_manifest", "policy_from_session", "proof_for", "submit_record"]
+
+log = logging.getLogger(__name__)
+
+
+class LedgerRegistry:
+    """:class:`gateway.registry.DeviceRegistry` backed by the ledger node's state."""
+
+    def __init__(self, client: LedgerClient) -> None:
+        self._client = client
+
+    def lookup(self, org: str, device: str) -> DeviceInfo | None:
+        rec = self._client.device(org, device)
+        if rec is None:
+            return None
+        return DeviceInfo(
+            org=rec.org, device=rec.device, pubkey_hex=rec.pubkey_hex, revoked=rec.revoked
+        )
+
+
+def find_manifest(client_sha256: str, configured: Path | None) -> Manifest:
+    """The manifest of the session's client half (configured path or the model zoo)."""
+    if configured is not None:
+        m = load_manifest(configured)
+        if m.client_sha256 != client_sha256:
+            raise ConfigError(
+                f"manifest {configured} is for client {m.client_sha256[:12]}, "
+                f"the session uses {client_sha256[:12]}"
+            )
+        return m
+    for m in list_artifacts():
+        if m.client_sha256 == client_sha256:
+            return m
+    raise ConfigError(f"no model artifact with client sha256 {client_sha256[:12]} is installed")
+
+
+def policy_from_session(s: SessionRecord, m: Manifest) -> SessionPolicy:
+    """Admission policy from the ledger's session record and the model manifest."""
+    extra: Mapping[str, Any] = s.extra
+    label_modes = extra.get("label_modes", ["plain", "randomized_response", "none"])
+    spec = ModelSpec(
+        activation_shape=tuple(m.activation_shape),
+        num_classes=m.num_classes,
+        max_batch=m.max_batch,
+        client_weight_shapes=tuple(m.client_weight_shapes),
+        cut=m.cut,
+    )
+    return SessionPolicy(
+        session=s.session_id,
+        models={s.client_sha256: spec},
+        min_noise_multiplier=float(s.dp["min_noise_multiplier"]),
+        max_epsilon=float(s.dp["max_epsilon"]),
+        max_clip_norm=float(s.dp["clip"]),
+        label_modes=frozenset(str(x) for x in label_modes),
+        max_label_epsilon=None
+        if extra.get("max_label_epsilon") is None
+        else float(extra["max_label_epsilon"]),
+        require_dp_weights=bool(extra.get("require_dp_weights", False)),
+    )
+
+
+def submit_record(
+    client: LedgerClient,
+    body: Mapping[str, Any],
+    *,
+    org: str,
+    signing_key: nacl.signing.SigningKey,
+    chain_id: str,
+) -> str:
+    """Submit a ``round_record`` as ``<org>/gateway``; devices revoked since are listed apart.
+
+    The contract refuses a record naming a revoked device, so such devices
+    move to ``revoked_devices`` (their spend stays visible to auditors in
+    the record body, but is not added to the on-chain spend table).
+    """
+    rec = dict(body)
+    devices = dict(rec.get("devices", {}))
+    revoked = {}
+    for dev in list(devices):
+        d = client.device(org, dev)
+        if d is None or d.revoked:
+            revoked[dev] = devices.pop(dev)
+    rec["devices"] = devices
+    if revoked:
+        rec["revoked_devices"] = revoked
+    tx = make_tx(
+        "round_record",
+        rec,
+        signing_key=signing_key,
+        submitter=gateway_identity(org),
+        chain_id=chain_id,
+    )
+    return client.submit(tx)
+
+
+def proof_for(client: LedgerClient, txid: str) -> LedgerProof:
+    """The inclusion proof of ``txid`` as a protocol :class:`LedgerProof`."""
+    p = client.proof(txid)
+    try:
+        return LedgerProof(
+            chain_id=p.chain_id,
+            height=p.height,
+            header=p.header,
+            certificate=p.certificate,
+            tx=p.tx,
+            leaf_index=p.leaf_index,
+            tree_size=p.tree_size,
+            audit_path=p.audit_path,
+        )
+    except ValueError as exc:
+        raise LedgerError(f"ledger returned an unusable proof: {exc}") from exc
