@@ -12,8 +12,9 @@ sessions back to back:
    with a Session Expiry Interval, so the broker keeps our subscriptions and
    queued ``down`` messages while we are away (persistent session).
 2. On a successful CONNACK: subscribe to ``down`` and the org ``model``
-   topic (QoS 1), publish the birth certificate (retained, same bdSeq), and
-   start sending the spool from its oldest row.
+   topic (QoS 1), publish the birth certificate (retained, same bdSeq, with
+   ``state_detail()`` such as epsilon spent and halted; re-published on
+   ``update_state()``), and start sending the spool from its oldest row.
 3. Pump: at most ``max_inflight`` spool rows are unacknowledged at once, sent
    in spool order.  A row is deleted from the spool only in ``on_publish``
    (the PUBACK) with a success reason code - rows acknowledged during one
@@ -38,6 +39,7 @@ Paho return codes and exceptions are translated to
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -45,7 +47,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -64,6 +66,7 @@ log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., None])
 MessageHandler = Callable[[str, bytes], None]
+StateDetail = Callable[[], Mapping[str, str | int | float]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,11 +162,15 @@ class PahoPublisher:
     """Publishes the spool over MQTT 5 with paho-mqtt 2 (see module docstring)."""
 
     def __init__(self, config: MqttConfig, spool: Spool, *,
-                 on_message: MessageHandler | None = None) -> None:
+                 on_message: MessageHandler | None = None,
+                 state_detail: StateDetail | None = None) -> None:
         self.config = config
         self.spool = spool
         self.stats = PublisherStats()
         self._on_message_cb = on_message
+        self.state_detail = state_detail  # settable after construction (Outbox.state_detail)
+        self._state_dirty = threading.Event()
+        self._client: paho.Client | None = None
         self._closing = threading.Event()
         self._connected = threading.Event()
         self._lock = threading.Lock()
@@ -189,7 +196,17 @@ class PahoPublisher:
             self._sup.start()
 
     def kick(self) -> None:
-        """New rows are in the spool (the network thread polls every 50 ms anyway)."""
+        """New rows are in the spool: wake the network thread now (it also polls every 50 ms)."""
+        client = self._client
+        pair = getattr(client, "_sockpairW", None)
+        if pair is not None:
+            with contextlib.suppress(OSError):  # closed by a session ending concurrently
+                pair.send(b"0")  # what paho's own publish() does to interrupt select()
+
+    def update_state(self) -> None:
+        """Re-publish the retained birth certificate with fresh ``state_detail`` (e.g. halted)."""
+        self._state_dirty.set()
+        self.kick()
 
     @property
     def connected(self) -> bool:
@@ -254,6 +271,7 @@ class PahoPublisher:
         self._inflight, self._acked, self._sent_upto = {}, [], 0
         self._session_over = self._connack_ok = False
         client = self._make_client()
+        self._client = client
         try:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = cfg.session_expiry
@@ -270,12 +288,17 @@ class PahoPublisher:
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                     raise TransportError(f"connection lost: {paho.error_string(rc)}")
                 if self._connack_ok:
+                    if self._state_dirty.is_set():
+                        self._state_dirty.clear()
+                        client.publish(topics.state(cfg.org, cfg.device),
+                                       self._state_payload(online=True), qos=1, retain=True)
                     self._pump(client)
                 elif time.monotonic() > deadline:
                     raise TransportError(f"no CONNACK within {cfg.connect_timeout}s")
             if self._closing.is_set() and self._connack_ok and not self._session_over:
                 self._say_goodbye(client)
         finally:
+            self._client = None
             self._flush_acks()
             self._connected.clear()
             client._reset_sockets()  # paho keeps a socketpair per client; release it now
@@ -308,8 +331,11 @@ class PahoPublisher:
         return client
 
     def _state_payload(self, *, online: bool) -> bytes:
+        detail: Mapping[str, str | int | float] = {}
+        if online and self.state_detail is not None:
+            detail = self.state_detail()
         return DeviceState(org=self.config.org, device=self.config.device, online=online,
-                           bd_seq=self.bd_seq).to_json()
+                           bd_seq=self.bd_seq, detail=detail).to_json()
 
     def _pump(self, client: paho.Client) -> None:
         room = self.config.max_inflight - len(self._inflight)

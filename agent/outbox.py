@@ -52,6 +52,8 @@ class Publisher(Protocol):
 
     def kick(self) -> None: ...
 
+    def update_state(self) -> None: ...
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Release:
@@ -90,7 +92,11 @@ class Outbox:
         topic, payload = build(seq)
         if self.spool.overflow == "stop_sampling" and not self.spool.would_fit(len(payload)):
             raise SpoolFull(f"spool full ({self.spool.depth} messages): not releasing seq {seq}")
-        epsilon = self.accountant.spend(events)
+        try:
+            epsilon = self.accountant.spend(events)
+        except BudgetExceeded:
+            self.publisher.update_state()  # the retained state now says halted
+            raise
         spool_id = self.spool.put(topic, payload, qos=self.qos, seq=seq)
         self.publisher.kick()
         return Release(seq=seq, spool_id=spool_id, epsilon=epsilon)
@@ -109,6 +115,12 @@ class Outbox:
         spool_id = self.spool.put(topic, payload, qos=self.qos, seq=seq)
         self.publisher.kick()
         return Release(seq=seq, spool_id=spool_id, epsilon=self.accountant.epsilon)
+
+    def state_detail(self) -> dict[str, str | int | float]:
+        """Privacy figures for the retained MQTT birth certificate (``state_detail=``)."""
+        acc = self.accountant
+        return {"epsilon": round(acc.epsilon, 6), "epsilon_budget": acc.epsilon_budget,
+                "delta": acc.delta, "halted": int(acc.halted)}
 
     def status(self) -> dict[str, Any]:
         """Numbers for ``status`` commands and birth details (no keys, no data)."""

@@ -55,6 +55,7 @@ def main(argv: list[str]) -> int:
                      backoff_initial=0.1, backoff_max=0.5, keepalive=5)
     publisher = PahoPublisher(cfg, spool)
     outbox = Outbox(accountant, spool, publisher)
+    publisher.state_detail = outbox.state_detail
     publisher.start()
     notifier = SystemdNotifier()
     notifier.ready(status=f"epsilon {accountant.epsilon:.3f}")

@@ -84,6 +84,9 @@ def test_budget_halts_at_the_right_step_and_restart_keeps_spend(
     on_disk = json.loads((state / "privacy.json").read_text())
     assert on_disk["halted"] and "budget" in on_disk["halt_reason"]
     assert on_disk["epsilon"] <= budget
+    # the retained birth certificate says so too
+    wait_for(lambda: any(s["online"] and s["detail"].get("halted") == 1 for s in sub.states), 10,
+             "retained state with halted=1")
     # a restarted process does not reset its spend and releases nothing
     code, out, _ = finish(start_driver(state, mosquitto, total=10_000, budget=budget))
     assert code == 3 and f"HALTED {expected} " in out and "RELEASED" not in out

@@ -17,8 +17,13 @@ class CountingPublisher:
     def __init__(self) -> None:
         self.kicks = 0
 
+        self.state_updates = 0
+
     def kick(self) -> None:
         self.kicks += 1
+
+    def update_state(self) -> None:
+        self.state_updates += 1
 
 
 def _build(seq: int) -> tuple[str, bytes]:
@@ -56,7 +61,8 @@ def test_halt_is_reported_and_nothing_is_spooled(tmp_path: Path) -> None:
             outbox.release(_build, EV)
             n += 1
     assert spool.depth == n and outbox.halted
-    assert outbox.status()["halt_reason"]
+    assert outbox.status()["halt_reason"] and pub.state_updates == 1
+    assert outbox.state_detail()["halted"] == 1
     with pytest.raises(BudgetExceeded):
         outbox.release(_build, [GaussianRelease(noise_multiplier=1e6)])
     spool.close()
