@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import nacl.signing
 import numpy as np
 
-from gateway.core import GatewayCore, Publish, SubmitRecord
+from gateway.core import Announce, GatewayCore, Publish, SubmitRecord
 from gateway.metrics import MetricsRegistry
 from gateway.policy import ModelSpec, SessionPolicy
 from gateway.ratelimit import LogLimiter
@@ -128,6 +128,7 @@ def test_two_orgs_train_rounds_end_to_end_in_memory() -> None:
     inbox: dict[str, list[bytes]] = {d: [] for d in devices}
     ledger: list[SubmitTx | SubmitRecord] = []
     retained: dict[str, bytes] = {}
+    announced: list[ModelAnnouncement] = []
     seqs = dict.fromkeys(devices, 0)
 
     def route(actions: Sequence[object]) -> None:
@@ -136,6 +137,9 @@ def test_two_orgs_train_rounds_end_to_end_in_memory() -> None:
             a = queue.pop(0)
             if isinstance(a, SubmitTx | SubmitRecord):
                 ledger.append(a)
+                continue
+            if isinstance(a, Announce):
+                announced.append(a.announcement)
                 continue
             assert isinstance(a, Publish)
             t = topics.parse(a.topic)
@@ -150,7 +154,7 @@ def test_two_orgs_train_rounds_end_to_end_in_memory() -> None:
 
     def device_step(d: str, rnd: int, labels: bool = True) -> None:
         seqs[d] += 1
-        x, y = _sample(16, np.random.default_rng(seqs[d] * 31 + hash(d) % 100))
+        x, y = _sample(16, np.random.default_rng(seqs[d] * 31 + sorted(devices).index(d)))
         msg = ActivationBatch(
             session="s",
             round=rnd,
@@ -208,6 +212,9 @@ def test_two_orgs_train_rounds_end_to_end_in_memory() -> None:
         assert isinstance(ledger[-1], SubmitTx) and ledger[-1].kind == "model_finalise"
         route(server.on_proposal_status(ProposalStatus.FINALISED, now=2.0))
         assert server.version == rnd + 1
+        # each gateway is handed the finalised client half to publish with its proof
+        assert [a.version for a in announced[-2:]] == [rnd + 1, rnd + 1]
+        assert announced[-1].weights_sha256 == prop.body["weights_sha256"]
         for d in devices:
             cmds = [unseal(b, verify_key=server_key.verify_key)[1] for b in inbox[d]]
             if rnd < 2:
