@@ -19,7 +19,7 @@ from agent.sensors.serial_line import LineFormat, SerialLineReader
 from agent.simulator.core import SimulatorCore
 from agent.simulator.pty import PtyLink
 from agent.simulator.server import SimulatedDevice
-from agent.simulator.signals import RecordCaptures, resample
+from agent.simulator.signals import ArraySignal, RecordCaptures, resample
 from models.datasets.ucr import load_ts
 from models.datasets.windows import to_fixed_length
 
@@ -107,3 +107,30 @@ def test_open_sensors_with_simulated_vibration_device() -> None:
     assert np.all(np.isfinite(w1.x)) and w1.label is not None
     assert np.array_equal(w1.x[:, 8:], w2.x[:, :8])  # hop 8 of 16
     assert sensors.counters()["motor"].reads_ok >= 24
+
+
+def test_open_sensors_puts_devices_of_one_port_on_one_bus(pty_link: PtyLink) -> None:
+    core = SimulatorCore(live=ArraySignal(np.array([[3.5], [-1.0]], dtype=np.float32), 2))
+    sim = SimulatedDevice(core, unit=4, serial=pty_link.device_path, sample_rate=100.0).start()
+    regs = [{"name": "a", "address": 10, "type": "float32"},
+            {"name": "b", "address": 12, "type": "float32"}]
+    common = {"transport": "rtu", "serial": pty_link.agent_path, "baudrate": 115200,
+              "registers": regs, "label": {"address": 2}, "sample_rate": 100.0,
+              "window": {"length": 32},
+              "backoff": {"base": 0.2, "max": 1.0}, "retries": 0}
+    cfg, problems = parse_sensors_config({"devices": [
+        {"name": "pump", "unit": 4, "timeout": 1.0, **common},
+        {"name": "gone", "unit": 5, "timeout": 0.1, **common}]})
+    assert cfg is not None, problems
+    sensors = open_sensors(cfg)
+    try:
+        assert len(sensors.buses) == 1
+        samples = [sensors.readers["pump"].read() for _ in range(20)]
+        window = sensors.windows["pump"].next_window(timeout=20.0)
+    finally:
+        sensors.close()
+        sim.stop()
+    assert all(s.values.tolist() == [3.5, -1.0] and s.label == 2 for s in samples)
+    assert window.x.shape == (2, 32) and np.all(window.x[0] == 3.5)
+    c = sensors.counters()
+    assert c["pump"].failures == 0 and c["gone"].reads_ok == 0 and c["gone"].timeouts >= 1

@@ -154,3 +154,34 @@ def test_dead_device_on_shared_rtu_bus_does_not_stall_live_one(pty_link: PtyLink
     assert c["unit2"].reads_ok == 0 and c["unit2"].timeouts >= 1
     assert c["unit2"].timeouts <= c["unit1"].reads_ok / 4
     assert dead.queue.empty()
+
+
+@pytest.mark.parametrize("kind", ["tcp", "rtu"])
+def test_late_answer_is_not_taken_for_a_later_request(kind: str, pty_link: PtyLink) -> None:
+    # TCP: pymodbus matches transaction ids; RTU has none, pymodbus drops bytes waiting in the
+    # input buffer before each request. Either way a late answer must not become data.
+    x = np.array([[1.0], [2.0]], dtype=np.float32)
+    core = SimulatorCore(live=ArraySignal(x), layout=LiveLayout.default(2),
+                         faults=FaultPlan(delay_ms=400))
+    sim = SimulatedDevice(core, tcp_port=0 if kind == "tcp" else None,
+                          serial=pty_link.device_path if kind == "rtu" else None).start()
+    tr = tcp_transport("127.0.0.1", sim.tcp_port or 0) if kind == "tcp" else \
+        rtu_transport(pty_link.agent_path, baudrate=115200)
+    pol = BackoffPolicy(retries=0, base_s=0.001, max_s=0.001)
+
+    def reader(address: int) -> RegisterPoller:
+        rm = RegisterMap(channels=(RegisterSpec(name="v", address=address, type="float32"),))
+        return RegisterPoller(name=f"r{address}", unit=1, timeout=0.2, register_map=rm,
+                              policy=pol, transport=tr)
+
+    ch0, ch1 = reader(10), reader(12)
+    try:
+        with pytest.raises(SensorTimeoutError):
+            ch0.read()  # its answer is still on its way
+        core.faults = FaultPlan()
+        time.sleep(0.4)  # ... and now it has arrived
+        values = [ch1.read().values[0] for _ in range(3)]
+    finally:
+        tr.close()
+        sim.stop()
+    assert values == [2.0, 2.0, 2.0]
