@@ -35,25 +35,34 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import cbor2
 import nacl.signing
 
 from ledger_node.codec import dumps, sha256
 from ledger_node.errors import LedgerError, OrderingError
-from ledger_node.etcd_client import EtcdClient
 from ledger_node.node import LedgerNode
 from ledger_node.tx import decode_tx, make_tx
 
-__all__ = ["EtcdOrderer"]
+__all__ = ["EtcdOrderer", "OrderingKv"]
 
 log = logging.getLogger(__name__)
 _PROPOSER = "etcd"
 
 
+class OrderingKv(Protocol):
+    """The two etcd operations ordering needs (:class:`~ledger_node.etcd_client.EtcdClient`)."""
+
+    def put_if_absent(self, key: bytes, value: bytes) -> bool: ...
+
+    def range_prefix(self, prefix: bytes, *, start: bytes | None = None,
+                     min_create_revision: int = 0, limit: int = 1000,
+                     by_create: bool = True) -> tuple[list[tuple[bytes, bytes, int]], int]: ...
+
+
 class EtcdOrderer:
-    def __init__(self, node: LedgerNode, client: EtcdClient, *, node_id: str,
+    def __init__(self, node: LedgerNode, client: OrderingKv, *, node_id: str,
                  evidence_keys: Mapping[str, nacl.signing.SigningKey] | None = None,
                  poll_s: float = 0.05) -> None:
         self.node = node
