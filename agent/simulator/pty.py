@@ -5,7 +5,10 @@ pymodbus' serial server opens a device *path*, and the master side of one
 thread copies bytes between the two masters: the simulator serves on
 ``device_path`` and the agent opens ``agent_path``, as if a null-modem cable
 joined two serial ports. Baud rate settings are accepted and ignored by
-ptys (bytes move as fast as the kernel copies them).
+ptys (bytes move as fast as the kernel copies them). When nobody reads one
+end and its buffer is full, further bytes are dropped (counted in
+``bytes_dropped``), as on a serial line with nothing attached; the copying
+thread never blocks, so ``stop()`` always returns.
 """
 
 from __future__ import annotations
@@ -25,11 +28,14 @@ class PtyLink:
         self._m2, self._s2 = os.openpty()
         for fd in (self._s1, self._s2):
             tty.setraw(fd)
+        for fd in (self._m1, self._m2):
+            os.set_blocking(fd, False)
         self.device_path = os.ttyname(self._s1)
         self.agent_path = os.ttyname(self._s2)
         self._wake_r, self._wake_w = os.pipe()
         self._thread: threading.Thread | None = None
         self.bytes_copied = 0
+        self.bytes_dropped = 0
 
     def _run(self) -> None:
         peers = {self._m1: self._m2, self._m2: self._m1}
@@ -42,11 +48,12 @@ class PtyLink:
                     data = os.read(fd, 4096)
                 except OSError:
                     continue
-                view = memoryview(data)
-                while view:
-                    n = os.write(peers[fd], view)
-                    view = view[n:]
-                self.bytes_copied += len(data)
+                try:
+                    n = os.write(peers[fd], data)
+                except BlockingIOError:
+                    n = 0
+                self.bytes_copied += n
+                self.bytes_dropped += len(data) - n
 
     def start(self) -> PtyLink:
         """Start copying; returns self."""
