@@ -49,14 +49,18 @@ def build_core(*, dataset: str, indices: list[int] | None, mode: str, length: in
                channels: int, seed: int, sample_rate: float, period: float,
                faults: FaultPlan) -> SimulatorCore:
     """The simulator core for the CLI options."""
-    from agent.simulator.signals import ArraySignal, RecordCaptures, VibrationSignal
+    from agent.simulator.signals import (
+        ArraySignal,
+        RecordCaptures,
+        StreamCaptures,
+        VibrationSignal,
+    )
 
     if dataset == "synthetic-vibration":
         live = VibrationSignal(channels=channels, seed=seed, sample_rate_hz=sample_rate)
         if mode == "live":
             return SimulatorCore(live=live, faults=faults)
-        chunks = [live.next_samples(length) for _ in range(64)]
-        return SimulatorCore(captures=RecordCaptures(chunks, [0] * len(chunks), length=length),
+        return SimulatorCore(captures=StreamCaptures(live, length=length),
                              capture_period=period, faults=faults)
     from models.datasets.ucr import load_ts
 

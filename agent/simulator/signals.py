@@ -4,8 +4,9 @@
 class; ``CaptureSource`` yields whole records. :class:`ArraySignal` loops
 over a fixed array (tests, dataset-as-stream); :class:`RecordCaptures`
 serves dataset records one per capture, each resampled to a fixed length by
-linear interpolation; :class:`VibrationSignal` adapts the synthetic
-vibration generator of :mod:`models.datasets.vibration`.
+linear interpolation; :class:`StreamCaptures` cuts captures from a live
+signal; :class:`VibrationSignal` adapts the synthetic vibration generator of
+:mod:`models.datasets.vibration`.
 """
 
 from __future__ import annotations
@@ -109,6 +110,21 @@ class RecordCaptures:
         i = self._order[self._pos % len(self._order)]
         self._pos += 1
         return resample(self._series[i], self.length), self._labels[i]
+
+
+class StreamCaptures:
+    """Captures cut from a live signal: each is the next ``length`` samples and its class."""
+
+    def __init__(self, live: LiveSignal, *, length: int) -> None:
+        if length < 1:
+            raise ValueError("length must be >= 1")
+        self._live = live
+        self.length = length
+
+    def next_capture(self) -> tuple[F32, int | None]:
+        """Next ``length`` samples, labelled with the class of the last one."""
+        x = self._live.next_samples(self.length)
+        return x, self._live.label
 
 
 class VibrationSignal:

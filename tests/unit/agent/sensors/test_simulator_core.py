@@ -8,7 +8,7 @@ import pytest
 from agent.sensors.device import CaptureLayout
 from agent.sensors.registers import RegisterSpec, decode, decode_float32_array
 from agent.simulator.core import FaultPlan, LiveLayout, SimulatorCore
-from agent.simulator.signals import ArraySignal, RecordCaptures, resample
+from agent.simulator.signals import ArraySignal, RecordCaptures, StreamCaptures, resample
 
 
 def test_live_tick_publishes_last_sample_counter_and_label() -> None:
@@ -65,3 +65,12 @@ def test_validation() -> None:
         FaultPlan(fail_rate=1.5)
     with pytest.raises(ValueError, match="overlap"):
         LiveLayout(channels=(RegisterSpec(name="a", address=1, type="float32"),))
+
+
+def test_stream_captures_cut_consecutive_labelled_chunks() -> None:
+    x = np.arange(12, dtype=np.float32)[None]
+    src = StreamCaptures(ArraySignal(x, list(range(12))), length=5)
+    a, la = src.next_capture()
+    b, lb = src.next_capture()
+    assert a.tolist() == [[0, 1, 2, 3, 4]] and la == 4
+    assert b.tolist() == [[5, 6, 7, 8, 9]] and lb == 9
