@@ -19,7 +19,8 @@ from typing import Any, Final, TypeVar
 import numpy as np
 
 from protocol._cbor import loads_strict
-from protocol.errors import MalformedMessage, ProtocolError, TopicError
+from protocol.envelope import MAX_ENVELOPE_BYTES
+from protocol.errors import LimitExceeded, MalformedMessage, ProtocolError, TopicError
 from protocol.topics import validate_id
 
 __all__ = [
@@ -139,7 +140,9 @@ def req_scalar_map(value: object, what: str) -> Mapping[str, Scalar]:
 
 
 def read_map(data: bytes, what: str) -> Mapping[str, Any]:
-    """Decode a CBOR payload that must be a map with text keys."""
+    """Decode a CBOR payload (at most MAX_ENVELOPE_BYTES) that must be a map with text keys."""
+    if isinstance(data, bytes | bytearray | memoryview) and len(data) > MAX_ENVELOPE_BYTES:
+        raise LimitExceeded(f"{what}: {len(data)} bytes exceeds the limit of {MAX_ENVELOPE_BYTES}")
     obj = loads_strict(data, what=what)
     return check_keys(obj, what)
 
@@ -163,7 +166,7 @@ def loads_json(data: bytes, what: str) -> Mapping[str, Any]:
     if not isinstance(data, bytes | bytearray):
         raise MalformedMessage(f"{what}: expected bytes")
     if len(data) > MAX_JSON_BYTES:
-        raise MalformedMessage(f"{what}: more than {MAX_JSON_BYTES} bytes")
+        raise LimitExceeded(f"{what}: more than {MAX_JSON_BYTES} bytes")
 
     def no_constants(name: str) -> object:
         raise ValueError(f"{name} is not allowed")
