@@ -85,9 +85,15 @@ class SubmitRecord:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Announce:
-    """A model version from the server: publish it retained once the ledger proves it."""
+    """A proposed model version from the server.
+
+    The app publishes it retained on ``{org}/model`` once the ledger proves
+    its finalisation; a validator organisation also evaluates
+    (``server_weights`` + the announced client half) and votes.
+    """
 
     announcement: ModelAnnouncement
+    server_weights: tuple[np.ndarray, ...] | None = None
 
 
 Action = Publish | SubmitRecord | Announce
@@ -126,6 +132,7 @@ class GatewayCore:
         self.round: GatewayRound | None = None
         self.devices: dict[str, bool] = {}  # device -> online
         self.block_height = -1
+        self._candidate_server: tuple[np.ndarray, ...] | None = None
         for name, kind, text in [
             (M_ACCEPTED, "counter", "Device messages accepted, by device and type"),
             (M_REJECTED, "counter", "Device messages rejected, by reason and device"),
@@ -268,8 +275,12 @@ class GatewayCore:
             return [Publish(topic=topics.down(self.org, msg.device), payload=payload)]
         if isinstance(msg, Command):
             return self._command(msg, payload)
+        if isinstance(msg, ClientWeights) and msg.device == SERVER_KID:
+            self._candidate_server = msg.weights  # the server half of the next announcement
+            return []
         if isinstance(msg, ModelAnnouncement) and msg.weights is not None:
-            return [Announce(announcement=msg)]
+            server_w, self._candidate_server = self._candidate_server, None
+            return [Announce(announcement=msg, server_weights=server_w)]
         self.metrics.inc("server_rejected", {"reason": "unexpected_type"})
         return []
 

@@ -43,7 +43,7 @@ from gateway.metrics import MetricsRegistry
 from gateway.registry import CachedRegistry
 from protocol import envelope as env_mod
 from protocol import topics
-from protocol.errors import LedgerError, ProtocolError
+from protocol.errors import LedgerError, ModelError, ProtocolError
 from protocol.messages import (
     ActivationBatch,
     ClientWeights,
@@ -264,7 +264,54 @@ class ServerCore:
             }
         )
         self.phase = Phase.PROPOSED
-        return [SubmitTx(kind="model_propose", body=self._proposed.body())]
+        return [
+            SubmitTx(kind="model_propose", body=self._proposed.body()),
+            *self._announce_candidate(server_w, res.num_samples),
+        ]
+
+    def _announce_candidate(
+        self, server_w: tuple[np.ndarray, ...], samples: int
+    ) -> list[Publish | SubmitTx]:
+        """Send the candidate to every gateway: server half first, then the client half.
+
+        Validator gateways evaluate the pair on their own held-out data and
+        vote; every gateway keeps the client half and publishes it (retained,
+        with the ledger proof) once the version is finalised.
+        """
+        p = self._proposed
+        assert p is not None
+        half = ClientWeights(
+            session=p.session_id,
+            round=self.round,
+            device=SERVER_KID,
+            seq=self._next_seq(),
+            model_hash=p.server_sha256,
+            num_samples=max(1, samples),
+            weights=server_w,
+            weights_dp="unprotected",
+            epsilon_spent=0.0,
+        )
+        ann = ModelAnnouncement(
+            session=p.session_id,
+            version=p.version,
+            model_id=self.plan.model_id,
+            cut=self.plan.cut,
+            client_sha256=p.client_sha256,
+            client_artifact=None,
+            weights=self.client_weights,
+            weights_sha256=p.weights_sha256,
+            proof=None,
+        )
+        out: list[Publish | SubmitTx] = []
+        for data in (
+            seal(half, signing_key=self._key, kid=SERVER_KID),
+            seal(ann, signing_key=self._key, kid=SERVER_KID),
+        ):
+            out += [
+                Publish(topic=topics.central_down(org), payload=data)
+                for org in sorted(self.plan.groups)
+            ]
+        return out
 
     @property
     def proposal(self) -> Proposal | None:
@@ -291,23 +338,7 @@ class ServerCore:
             self._final_client = self.client_weights
             self._final_server = self.trainer.weights()
             self.metrics.set("version", p.version)
-            ann = ModelAnnouncement(
-                session=p.session_id,
-                version=p.version,
-                model_id=self.plan.model_id,
-                cut=self.plan.cut,
-                client_sha256=p.client_sha256,
-                client_artifact=None,
-                weights=self.client_weights,
-                weights_sha256=p.weights_sha256,
-                proof=None,
-            )
-            data = seal(ann, signing_key=self._key, kid=SERVER_KID)
-            out: list[Publish | SubmitTx] = [
-                Publish(topic=topics.central_down(org), payload=data)
-                for org in sorted(self.plan.groups)
-            ]
-            return out + self.start_round(self.round + 1, now)
+            return self.start_round(self.round + 1, now)
         if status is ProposalStatus.REJECTED:
             log.warning(
                 "version %d rejected by the validators; devices keep version %d",
@@ -361,7 +392,10 @@ class ServerCore:
             return self._drop("wrong_model", msg.model_hash[:16])
         acts = msg.activations.astype(np.float32)
         if msg.labels is None:
-            probs = self.trainer.predict(group, acts)
+            try:
+                probs = self.trainer.predict(group, acts)
+            except ModelError as exc:
+                return self._drop("model_refused", str(exc))
             self.metrics.inc("predictions", {"org": org}, amount=float(acts.shape[0]))
             pred = Prediction(
                 session=msg.session,
@@ -378,7 +412,10 @@ class ServerCore:
             return self._drop("not_training", f"round {msg.round}")
         if self.tracker is not None:
             self.tracker.joined(f"{org}/{msg.device}")
-        loss, grad = self.trainer.train(group, acts, msg.labels.astype(np.int32))
+        try:
+            loss, grad = self.trainer.train(group, acts, msg.labels.astype(np.int32))
+        except ModelError as exc:  # shapes/labels the runtime refuses: counted, not fatal
+            return self._drop("model_refused", str(exc))
         self.metrics.inc("batches", {"org": org})
         g = GradientBatch(
             session=msg.session,
