@@ -13,11 +13,8 @@ capture buffers, or replayed records). ``close()`` stops everything.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 from agent.sensors.base import SensorReader, WindowSource
 from agent.sensors.config import (
@@ -83,27 +80,14 @@ def _simulated_map(channels: int) -> RegisterMap:
 
 
 def _start_simulator(d: DeviceConfig, t: SimulatedTransport, s: SensorSet) -> tuple[int, int]:
-    from agent.simulator.core import SimulatorCore
+    from agent.simulator.build import build_core
+    from agent.simulator.core import FaultPlan
     from agent.simulator.server import SimulatedDevice
-    from agent.simulator.signals import ArraySignal, RecordCaptures, VibrationSignal
-    from models.datasets.ucr import load_ts
 
-    if t.dataset == "synthetic-vibration":
-        core = SimulatorCore(live=VibrationSignal(channels=t.channels, seed=t.seed,
-                                                  sample_rate_hz=d.sample_rate))
-    else:
-        ds = load_ts(t.dataset)
-        order: Sequence[int] = t.indices if t.indices is not None else range(len(ds))
-        if d.mode == "capture":
-            core = SimulatorCore(captures=RecordCaptures(ds.series, [int(v) for v in ds.labels],
-                                                         length=d.window_length, indices=order),
-                                 capture_layout=d.capture or CaptureLayout())
-        else:
-            xs = [ds.series[i] for i in order]
-            labels = np.concatenate([np.full(x.shape[1], int(ds.labels[i]))
-                                     for i, x in zip(order, xs, strict=True)])
-            core = SimulatorCore(live=ArraySignal(np.concatenate(xs, axis=1),
-                                                  [int(v) for v in labels]))
+    core = build_core(dataset=t.dataset, indices=list(t.indices) if t.indices else None,
+                      mode=d.mode, length=d.window_length, channels=t.channels, seed=t.seed,
+                      sample_rate=d.sample_rate, period=0.0, faults=FaultPlan(),
+                      capture_layout=d.capture)
     sim = SimulatedDevice(core, unit=d.unit, tcp_port=0, sample_rate=d.sample_rate).start()
     s._closers.append(sim.stop)
     assert sim.tcp_port is not None

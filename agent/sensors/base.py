@@ -16,6 +16,8 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from agent.sensors.errors import SensorConfigError
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Sample:
@@ -28,11 +30,11 @@ class Sample:
 
     def __post_init__(self) -> None:
         if self.values.ndim != 1:
-            raise ValueError("values must have shape (channels,)")
+            raise SensorConfigError("values must have shape (channels,)")
         if not math.isfinite(self.t_mono):
-            raise ValueError("t_mono must be finite")
+            raise SensorConfigError("t_mono must be finite")
         if self.label is not None and self.label < 0:
-            raise ValueError("label must be >= 0")
+            raise SensorConfigError("label must be >= 0")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,9 +47,9 @@ class Window:
 
     def __post_init__(self) -> None:
         if self.x.ndim != 2 or self.x.dtype != np.float32:
-            raise ValueError("x must be a float32 array of shape (channels, length)")
+            raise SensorConfigError("x must be a float32 array of shape (channels, length)")
         if self.label is not None and self.label < 0:
-            raise ValueError("label must be >= 0")
+            raise SensorConfigError("label must be >= 0")
 
 
 class SensorReader(Protocol):

@@ -31,6 +31,7 @@ from agent.sensors.errors import (
     DeviceUnavailableError,
     FrameError,
     ModbusExceptionError,
+    SensorConfigError,
     SensorConnectionError,
     SensorTimeoutError,
 )
@@ -81,10 +82,10 @@ class RegisterMap:
 
     def __post_init__(self) -> None:
         if not self.channels:
-            raise ValueError("a register map needs at least one channel")
+            raise SensorConfigError("a register map needs at least one channel")
         names = [s.name for s in self.all_specs]
         if len(set(names)) != len(names):
-            raise ValueError("register names must be unique")
+            raise SensorConfigError("register names must be unique")
         object.__setattr__(self, "blocks", plan_reads(self.all_specs))
 
     @property
@@ -114,9 +115,9 @@ class RegisterPoller:
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         if not 0 <= unit <= 247:
-            raise ValueError("unit must be 0..247")
+            raise SensorConfigError("unit must be 0..247")
         if timeout <= 0:
-            raise ValueError("timeout must be > 0")
+            raise SensorConfigError("timeout must be > 0")
         self.name = name
         self.unit = unit
         self.timeout = timeout
@@ -193,7 +194,7 @@ class CaptureLayout:
 
     def __post_init__(self) -> None:
         if not 0 <= self.base <= 0xFFFF - self.HEADER:
-            raise ValueError("base out of range")
+            raise SensorConfigError("base out of range")
 
     @property
     def seq_spec(self) -> RegisterSpec:

@@ -12,13 +12,16 @@
     ├── CaptureChangedError    a capture buffer changed while it was being read
     └── RegisterEncodingError  a value does not fit its register type
 
+    ConfigError
+    └── SensorConfigError      a sensor/simulator setting is invalid (also a ValueError)
+
 The Modbus adapter (:mod:`agent.sensors.modbus`) translates pymodbus and
 pyserial exceptions into these with ``raise X from exc``.
 """
 
 from __future__ import annotations
 
-from protocol.errors import SensorError
+from protocol.errors import ConfigError, SensorError
 
 
 class SensorTimeoutError(SensorError):
@@ -55,3 +58,7 @@ class CaptureChangedError(SensorError):
 
 class RegisterEncodingError(SensorError):
     """A value cannot be represented in the register type it is mapped to."""
+
+
+class SensorConfigError(ConfigError, ValueError):
+    """An invalid sensor or simulator setting (raised by the config types' validation)."""

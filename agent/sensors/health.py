@@ -19,6 +19,8 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
+from agent.sensors.errors import SensorConfigError
+
 FailureKind = Literal["timeout", "exception", "frame", "connection"]
 
 
@@ -33,11 +35,11 @@ class BackoffPolicy:
 
     def __post_init__(self) -> None:
         if self.retries < 0:
-            raise ValueError("retries must be >= 0")
+            raise SensorConfigError("retries must be >= 0")
         if not 0 < self.base_s <= self.max_s:
-            raise ValueError("need 0 < base_s <= max_s")
+            raise SensorConfigError("need 0 < base_s <= max_s")
         if not 0.0 <= self.jitter < 1.0:
-            raise ValueError("jitter must be in [0, 1)")
+            raise SensorConfigError("jitter must be in [0, 1)")
 
     def delay(self, streak: int, rng: random.Random) -> float:
         """Seconds to wait after the ``streak``-th consecutive failure (streak >= 1)."""

@@ -35,6 +35,7 @@ from agent.sensors.errors import (
     DeviceUnavailableError,
     FrameError,
     ModbusExceptionError,
+    SensorConfigError,
     SensorConnectionError,
     SensorTimeoutError,
 )
@@ -216,7 +217,7 @@ class ModbusBus:
     def __init__(self, transport: RegisterTransport, *, sample_rate: float, name: str = "bus",
                  clock: Callable[[], float] = time.monotonic) -> None:
         if sample_rate <= 0:
-            raise ValueError("sample_rate must be > 0")
+            raise SensorConfigError("sample_rate must be > 0")
         self.transport = transport
         self.period = 1.0 / sample_rate
         self.name = name
@@ -231,7 +232,7 @@ class ModbusBus:
         if self._thread is not None:
             raise RuntimeError("add devices before start()")
         if poller.transport is not self.transport:
-            raise ValueError("device must use the bus transport")
+            raise SensorConfigError("device must use the bus transport")
         reader = BusDeviceReader(self, poller)
         self._devices.append(reader)
         return reader

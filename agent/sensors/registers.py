@@ -26,7 +26,7 @@ from typing import Literal, get_args
 import numpy as np
 import numpy.typing as npt
 
-from agent.sensors.errors import FrameError, RegisterEncodingError
+from agent.sensors.errors import FrameError, RegisterEncodingError, SensorConfigError
 
 Function = Literal["holding", "input"]
 RegisterType = Literal["int16", "uint16", "int32", "uint32", "float32"]
@@ -61,17 +61,17 @@ class RegisterSpec:
 
     def __post_init__(self) -> None:
         if not self.name:
-            raise ValueError("name must not be empty")
+            raise SensorConfigError("name must not be empty")
         if self.function not in FUNCTIONS:
-            raise ValueError(f"function must be one of {FUNCTIONS}")
+            raise SensorConfigError(f"function must be one of {FUNCTIONS}")
         if self.type not in REGISTER_TYPES:
-            raise ValueError(f"type must be one of {REGISTER_TYPES}")
+            raise SensorConfigError(f"type must be one of {REGISTER_TYPES}")
         if self.word_order not in ORDERS or self.byte_order not in ORDERS:
-            raise ValueError(f"word_order and byte_order must be one of {ORDERS}")
+            raise SensorConfigError(f"word_order and byte_order must be one of {ORDERS}")
         if not 0 <= self.address <= 0xFFFF - self.width + 1:
-            raise ValueError("address out of range 0..65535")
+            raise SensorConfigError("address out of range 0..65535")
         if not (math.isfinite(self.scale) and self.scale != 0.0 and math.isfinite(self.offset)):
-            raise ValueError("scale must be finite and non-zero, offset finite")
+            raise SensorConfigError("scale must be finite and non-zero, offset finite")
 
     @property
     def width(self) -> int:
@@ -171,18 +171,18 @@ class ReadBlock:
 
     def __post_init__(self) -> None:
         if self.function not in FUNCTIONS:
-            raise ValueError(f"function must be one of {FUNCTIONS}")
+            raise SensorConfigError(f"function must be one of {FUNCTIONS}")
         if not 1 <= self.count <= MAX_READ_COUNT:
-            raise ValueError(f"count must be 1..{MAX_READ_COUNT}")
+            raise SensorConfigError(f"count must be 1..{MAX_READ_COUNT}")
         if not 0 <= self.address <= 0xFFFF - self.count + 1:
-            raise ValueError("address out of range")
+            raise SensorConfigError("address out of range")
 
 
 def plan_reads(specs: Sequence[RegisterSpec], *, max_count: int = MAX_READ_COUNT,
                max_gap: int = 0) -> tuple[ReadBlock, ...]:
     """Coalesce specs into as few reads as possible (adjacent or within ``max_gap``)."""
     if not 1 <= max_count <= MAX_READ_COUNT:
-        raise ValueError(f"max_count must be 1..{MAX_READ_COUNT}")
+        raise SensorConfigError(f"max_count must be 1..{MAX_READ_COUNT}")
     blocks: list[ReadBlock] = []
     for function in FUNCTIONS:
         ranges = sorted((s.address, s.end) for s in specs if s.function == function)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.sensors.base import Sample, Window
-from agent.sensors.errors import SensorTimeoutError
+from agent.sensors.errors import SensorConfigError, SensorTimeoutError
 from models.datasets.ucr import TsDataset, load_ts
 from models.datasets.windows import WindowMode, to_fixed_length
 
@@ -31,7 +31,7 @@ class ReplaySource:
         ds = data if isinstance(data, TsDataset) else load_ts(data)
         order = list(range(len(ds))) if indices is None else [int(i) for i in indices]
         if not order or not all(0 <= i < len(ds) for i in order):
-            raise ValueError("indices must be non-empty and within the dataset")
+            raise SensorConfigError("indices must be non-empty and within the dataset")
         self._x = to_fixed_length([ds.series[i] for i in order], length=length, mode=mode)
         self._y = [int(ds.labels[i]) for i in order]
         self._order = order

@@ -24,7 +24,12 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from agent.sensors.base import Sample
-from agent.sensors.errors import MalformedLineError, SensorConnectionError, SensorTimeoutError
+from agent.sensors.errors import (
+    MalformedLineError,
+    SensorConfigError,
+    SensorConnectionError,
+    SensorTimeoutError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +46,11 @@ class LineFormat:
 
     def __post_init__(self) -> None:
         if self.format not in ("csv", "kv"):
-            raise ValueError("format must be 'csv' or 'kv'")
+            raise SensorConfigError("format must be 'csv' or 'kv'")
         if not self.channels or len(set(self.channels)) != len(self.channels):
-            raise ValueError("channels must be non-empty and unique")
+            raise SensorConfigError("channels must be non-empty and unique")
         if self.label_key is not None and self.label_key in self.channels:
-            raise ValueError("label_key must not be a channel")
+            raise SensorConfigError("label_key must not be a channel")
 
 
 def _number(token: str, what: str) -> float:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 
 from agent.sensors.base import Sample, SensorReader, Window
-from agent.sensors.errors import SensorTimeoutError
+from agent.sensors.errors import SensorConfigError, SensorTimeoutError
 
 
 class SampleWindower:
@@ -27,7 +27,7 @@ class SampleWindower:
 
     def __init__(self, *, length: int, hop: int) -> None:
         if length < 1 or hop < 1:
-            raise ValueError("length and hop must be >= 1")
+            raise SensorConfigError("length and hop must be >= 1")
         self.length = length
         self.hop = hop
         self._buf: deque[Sample] = deque(maxlen=length)
@@ -49,7 +49,7 @@ class SampleWindower:
         if sample.seq is not None:
             self._last_seq = sample.seq
         if self._buf and self._buf[-1].values.shape != sample.values.shape:
-            raise ValueError("channel count changed between samples")
+            raise SensorConfigError("channel count changed between samples")
         self._buf.append(sample)
         self._since_emit += 1
         if len(self._buf) < self.length:

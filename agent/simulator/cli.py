@@ -22,9 +22,10 @@ import threading
 from pathlib import Path
 
 import click
-import numpy as np
 
-from agent.simulator.core import FaultPlan, SimulatorCore
+from agent.simulator.build import build_core
+from agent.simulator.core import FaultPlan
+from protocol.errors import SplitfedError
 
 
 class SimulatorStartFailed(click.ClickException):
@@ -43,41 +44,6 @@ def _read_indices(path: Path) -> list[int]:
     if not values or not all(isinstance(v, int) and v >= 0 for v in values):
         raise click.UsageError(f"{path}: need non-negative integers")
     return [int(v) for v in values]
-
-
-def build_core(*, dataset: str, indices: list[int] | None, mode: str, length: int,
-               channels: int, seed: int, sample_rate: float, period: float,
-               faults: FaultPlan) -> SimulatorCore:
-    """The simulator core for the CLI options."""
-    from agent.simulator.signals import (
-        ArraySignal,
-        RecordCaptures,
-        StreamCaptures,
-        VibrationSignal,
-    )
-
-    if dataset == "synthetic-vibration":
-        live = VibrationSignal(channels=channels, seed=seed, sample_rate_hz=sample_rate)
-        if mode == "live":
-            return SimulatorCore(live=live, faults=faults)
-        return SimulatorCore(captures=StreamCaptures(live, length=length),
-                             capture_period=period, faults=faults)
-    from models.datasets.ucr import load_ts
-
-    ds = load_ts(dataset)
-    order = indices if indices is not None else list(range(len(ds)))
-    if not all(i < len(ds) for i in order):
-        raise click.UsageError(f"--indices: dataset has {len(ds)} records")
-    labels = [max(int(v), 0) for v in ds.labels]
-    if mode == "capture":
-        return SimulatorCore(captures=RecordCaptures(ds.series, labels, length=length,
-                                                     indices=order),
-                             capture_period=period, faults=faults)
-    xs = [ds.series[i] for i in order]
-    per_sample = np.concatenate([np.full(x.shape[1], labels[i]) for i, x in zip(order, xs,
-                                                                              strict=True)])
-    return SimulatorCore(live=ArraySignal(np.concatenate(xs, axis=1),
-                                          [int(v) for v in per_sample]), faults=faults)
 
 
 @click.command(name="simulate")
@@ -120,9 +86,12 @@ def simulate_cmd(dataset: str, indices_path: Path | None, mode: str | None,
     faults = FaultPlan(fail_rate=fail_rate, silent_rate=silent_rate, delay_ms=delay_ms,
                        exception_code=exception_code)
     indices = _read_indices(indices_path) if indices_path is not None else None
-    core = build_core(dataset=dataset, indices=indices, mode=mode, length=length,
-                      channels=channels, seed=seed, sample_rate=sample_rate, period=period,
-                      faults=faults)
+    try:
+        core = build_core(dataset=dataset, indices=indices, mode=mode, length=length,
+                          channels=channels, seed=seed, sample_rate=sample_rate,
+                          period=period, faults=faults)
+    except (ValueError, SplitfedError) as exc:
+        raise click.UsageError(f"--dataset/--indices: {exc}") from exc
     stop = threading.Event()
     old = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     link = PtyLink().start() if use_pty else None

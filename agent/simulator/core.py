@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.sensors.device import NO_LABEL, CaptureLayout
+from agent.sensors.errors import SensorConfigError
 from agent.sensors.registers import Order, RegisterSpec, encode, encode_float32_array
 from agent.simulator.signals import CaptureSource, LiveSignal
 
@@ -49,10 +50,10 @@ class LiveLayout:
 
     def __post_init__(self) -> None:
         if not self.channels:
-            raise ValueError("at least one channel")
+            raise SensorConfigError("at least one channel")
         spans = sorted((s.address, s.end) for s in (self.counter, self.label, *self.channels))
         if any(a < e_prev for (_, e_prev), (a, _) in itertools.pairwise(spans)):
-            raise ValueError("live registers overlap")
+            raise SensorConfigError("live registers overlap")
 
     @classmethod
     def default(cls, n_channels: int, *, base: int = 10, word_order: Order = "big",
@@ -75,11 +76,11 @@ class FaultPlan:
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.fail_rate <= 1.0 and 0.0 <= self.silent_rate <= 1.0):
-            raise ValueError("rates must be in [0, 1]")
+            raise SensorConfigError("rates must be in [0, 1]")
         if self.delay_ms < 0:
-            raise ValueError("delay_ms must be >= 0")
+            raise SensorConfigError("delay_ms must be >= 0")
         if not 1 <= self.exception_code <= 255:
-            raise ValueError("exception_code must be 1..255")
+            raise SensorConfigError("exception_code must be 1..255")
 
 
 Fault = Literal["none", "exception", "silent"]
@@ -93,13 +94,13 @@ class SimulatorCore:
                  capture_layout: CaptureLayout | None = None, capture_period: float = 0.0,
                  faults: FaultPlan | None = None, rng: random.Random | None = None) -> None:
         if live is None and captures is None:
-            raise ValueError("need a live signal, captures, or both")
+            raise SensorConfigError("need a live signal, captures, or both")
         if live is not None and layout is None:
             layout = LiveLayout.default(live.channels)
         if captures is not None and capture_layout is None:
             capture_layout = CaptureLayout()
         if capture_period < 0:
-            raise ValueError("capture_period must be >= 0")
+            raise SensorConfigError("capture_period must be >= 0")
         self.live, self.layout = live, layout
         self.captures, self.capture_layout = captures, capture_layout
         self.capture_period = capture_period
@@ -141,7 +142,7 @@ class SimulatorCore:
         channels, length = x.shape
         end = lay.data_address + 2 * channels * length
         if end > IMAGE_SIZE:
-            raise ValueError(f"capture {channels} x {length} does not fit the register space")
+            raise SensorConfigError(f"capture {channels} x {length} exceeds the register space")
         self.seq = (self.seq + 1) & 0xFFFFFFFF
         self.capture_label = label
         self.image[lay.data_address:end] = encode_float32_array(

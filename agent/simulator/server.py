@@ -29,6 +29,7 @@ from pymodbus.exceptions import NoSuchIdException
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from agent.sensors.errors import SensorConfigError
 from agent.simulator.core import SimulatorCore
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,11 @@ class SimulatedDevice:
                  tcp_port: int | None = None, serial: str | None = None,
                  baudrate: int = 115200, sample_rate: float = 100.0) -> None:
         if tcp_port is None and serial is None:
-            raise ValueError("need tcp_port and/or serial")
+            raise SensorConfigError("need tcp_port and/or serial")
         if not 1 <= unit <= 247:
-            raise ValueError("unit must be 1..247")
+            raise SensorConfigError("unit must be 1..247")
         if sample_rate <= 0:
-            raise ValueError("sample_rate must be > 0")
+            raise SensorConfigError("sample_rate must be > 0")
         self.core = core
         self.unit = unit
         self.tcp_host, self.tcp_port = tcp_host, tcp_port

@@ -17,6 +17,8 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from agent.sensors.errors import SensorConfigError
+
 F32 = npt.NDArray[np.float32]
 
 
@@ -56,7 +58,7 @@ class ArraySignal:
             self._labels: list[int | None] = [labels] * n
         else:
             if len(labels) != n:
-                raise ValueError("one label per sample")
+                raise SensorConfigError("one label per sample")
             self._labels = list(labels)
         self._i = 0
         self._label: int | None = None
@@ -96,12 +98,12 @@ class RecordCaptures:
     def __init__(self, series: Sequence[npt.ArrayLike], labels: Sequence[int], *, length: int,
                  indices: Sequence[int] | None = None) -> None:
         if len(series) != len(labels) or not series:
-            raise ValueError("need one label per record and at least one record")
+            raise SensorConfigError("need one label per record and at least one record")
         self._series = series
         self._labels = [int(v) for v in labels]
         self._order = list(indices) if indices is not None else list(range(len(series)))
         if not self._order or not all(0 <= i < len(series) for i in self._order):
-            raise ValueError("indices out of range")
+            raise SensorConfigError("indices out of range")
         self.length = length
         self._pos = 0
 
@@ -117,7 +119,7 @@ class StreamCaptures:
 
     def __init__(self, live: LiveSignal, *, length: int) -> None:
         if length < 1:
-            raise ValueError("length must be >= 1")
+            raise SensorConfigError("length must be >= 1")
         self._live = live
         self.length = length
 

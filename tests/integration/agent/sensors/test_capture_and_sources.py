@@ -134,3 +134,27 @@ def test_open_sensors_puts_devices_of_one_port_on_one_bus(pty_link: PtyLink) -> 
     assert window.x.shape == (2, 32) and np.all(window.x[0] == 3.5)
     c = sensors.counters()
     assert c["pump"].failures == 0 and c["gone"].reads_ok == 0 and c["gone"].timeouts >= 1
+
+
+@pytest.mark.parametrize("dataset", ["PLAID_TEST.ts", "synthetic-vibration"])
+def test_open_sensors_simulated_capture_device(dataset: str, data_dir: Path) -> None:
+    path = dataset if dataset.startswith("synthetic") else str(data_dir / dataset)
+    cfg, problems = parse_sensors_config({"devices": [
+        {"name": "sim", "transport": "simulated", "dataset": path, "indices": [7, 8],
+         "mode": "capture", "capture": {"base": 3000, "word_order": "little"},
+         "window": {"length": 50}, "sample_rate": 1000.0}]})
+    assert cfg is not None, problems
+    sensors = open_sensors(cfg)
+    try:
+        windows = [sensors.windows["sim"].next_window(timeout=10.0) for _ in range(3)]
+    finally:
+        sensors.close()
+    assert [w.x.shape for w in windows] == [(1, 50)] * 3
+    assert [w.source_seq for w in windows] == [1, 2, 3]
+    if dataset != "synthetic-vibration":
+        ds = load_ts(path)
+        assert [w.label for w in windows] == [int(ds.labels[i]) for i in (7, 8, 7)]
+        assert np.array_equal(windows[1].x, resample(ds.series[8], 50))
+    else:
+        assert all(w.label is not None for w in windows)
+        assert not np.array_equal(windows[0].x, windows[1].x)
