@@ -159,13 +159,13 @@ class LedgerNode:
 
     def receipt(self, txid: str) -> Receipt | None:
         loc = self.storage.tx_location(txid)
-        if loc is None:
+        if loc is None or loc[0] > self._height:  # stored but its state not applied yet
             return None
         return Receipt(txid=txid, height=loc[0], valid=loc[2], reason=loc[3])
 
     def proof(self, txid: str) -> ProofBundle:
         loc = self.storage.tx_location(txid)
-        if loc is None:
+        if loc is None or loc[0] > self._height:
             raise NotFoundError(f"tx {txid} is not in any block")
         height, idx = loc[0], loc[1]
         txs = [row[2] for row in self.storage.block_txs(height)]

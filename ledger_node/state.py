@@ -49,14 +49,18 @@ class State:
         return iter(sorted(self._data.items()))
 
     def keys_with_prefix(self, prefix: str) -> list[str]:
-        return sorted(k for k in self._data if k.startswith(prefix))
+        data = self._data
+        return sorted(k for k in data if k.startswith(prefix))
 
     def apply(self, changes: Mapping[str, Any]) -> None:
+        """Copy-on-write: readers in other threads keep iterating a consistent snapshot."""
+        if not changes:
+            return
+        data, leaves = dict(self._data), dict(self._leaves)
         for k, v in changes.items():
-            self._data[k] = v
-            self._leaves[k] = leaf_hash(entry_bytes(k, v))
-        if changes:
-            self._root = None
+            data[k] = v
+            leaves[k] = leaf_hash(entry_bytes(k, v))
+        self._data, self._leaves, self._root = data, leaves, None
 
     def root_with(self, changes: Mapping[str, Any]) -> bytes:
         """The root the state would have after ``changes``, without applying them."""
@@ -68,9 +72,11 @@ class State:
         return root_from_hashes([leaves[k] for k in sorted(leaves)])
 
     def root(self) -> bytes:
-        if self._root is None:
-            self._root = root_from_hashes([self._leaves[k] for k in sorted(self._leaves)])
-        return self._root
+        root = self._root
+        if root is None:
+            leaves = self._leaves
+            root = self._root = root_from_hashes([leaves[k] for k in sorted(leaves)])
+        return root
 
 
 class Overlay:

@@ -28,7 +28,7 @@ def _register(admin: nacl.signing.SigningKey, i: int) -> bytes:
 
 def test_kill9_loses_no_committed_block(tmp_path: Path) -> None:
     assert main(["genesis", "--out", str(tmp_path / "g"), "--orgs", "org1", "--chain-id",
-                 "solo-test", "--block-max-txs", "10", "--block-max-ms", "30"]) == 0
+                 "solo-test", "--block-max-txs", "10", "--block-max-ms", "3000"]) == 0
     data = tmp_path / "data"
     assert main(["init", "--genesis", str(tmp_path / "g" / "genesis.json"),
                  "--data-dir", str(data)]) == 0
@@ -42,12 +42,12 @@ def test_kill9_loses_no_committed_block(tmp_path: Path) -> None:
     try:
         client = node.start()
         accepted = []
-        for i in range(120):
+        for i in range(125):  # 12 full blocks + 5 txs waiting for the 3 s timer
             accepted.append(client.submit(_register(admin, i)))
-            if i == 60:
-                client.wait_for(accepted[30], timeout=10)
+        client.wait_for(accepted[119], timeout=20)
         before = client.height()
         hashes = {h: client.block(h)["hash"] for h in range(1, before + 1)}
+        assert client.receipt(accepted[-1]) is None  # acknowledged, not yet in a block
         node.kill9()
         with pytest.raises(OrderingError):
             client.height()
@@ -57,8 +57,8 @@ def test_kill9_loses_no_committed_block(tmp_path: Path) -> None:
         # every tx the node acknowledged before the crash is committed afterwards
         receipts = [client.wait_for(t, timeout=20) for t in accepted]
         assert all(r.valid for r in receipts)
-        assert len({r.txid for r in receipts}) == 120
-        assert client.device("org1", "d119") is not None
+        assert len({r.txid for r in receipts}) == 125
+        assert client.device("org1", "d124") is not None
     finally:
         node.stop()
     assert main(["verify", "--data-dir", str(data)]) == 0
