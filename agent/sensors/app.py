@@ -27,9 +27,9 @@ from agent.sensors.config import (
     TcpTransport,
 )
 from agent.sensors.device import CaptureLayout, CaptureReader, RegisterMap, RegisterPoller
+from agent.sensors.errors import SensorConfigError
 from agent.sensors.health import DeviceCounters
 from agent.sensors.modbus import (
-    BusDeviceReader,
     ModbusBus,
     ModbusCaptureSource,
     ModbusRtuReader,
@@ -67,6 +67,12 @@ class SensorSet:
         self._closers.clear()
 
 
+def _require_map(d: DeviceConfig, rm: RegisterMap | None) -> RegisterMap:
+    if rm is None:
+        raise SensorConfigError(f"{d.name}: a live Modbus device needs registers")
+    return rm
+
+
 def _poller(d: DeviceConfig, rm: RegisterMap, transport: PymodbusTransport) -> RegisterPoller:
     return RegisterPoller(name=d.name, unit=d.unit, timeout=d.timeout, register_map=rm,
                           policy=d.policy, transport=transport)
@@ -90,8 +96,7 @@ def _start_simulator(d: DeviceConfig, t: SimulatedTransport, s: SensorSet) -> tu
                       capture_layout=d.capture)
     sim = SimulatedDevice(core, unit=d.unit, tcp_port=0, sample_rate=d.sample_rate).start()
     s._closers.append(sim.stop)
-    assert sim.tcp_port is not None
-    return sim.tcp_port, core.live.channels if core.live is not None else 0
+    return sim.tcp_port or 0, core.live.channels if core.live is not None else 0
 
 
 def open_sensors(config: SensorsConfig) -> SensorSet:
@@ -107,13 +112,14 @@ def open_sensors(config: SensorsConfig) -> SensorSet:
 
 def _open(config: SensorsConfig, s: SensorSet) -> None:
     rtu_groups: dict[str, list[DeviceConfig]] = {}
+    rtu_settings: dict[str, RtuTransport] = {}
     for d in config.devices:
         if isinstance(d.transport, RtuTransport):
             rtu_groups.setdefault(d.transport.serial, []).append(d)
+            rtu_settings.setdefault(d.transport.serial, d.transport)
     rtu_transports: dict[str, PymodbusTransport] = {}
     for port, devs in rtu_groups.items():
-        t0 = devs[0].transport
-        assert isinstance(t0, RtuTransport)
+        t0 = rtu_settings[port]
         tr = rtu_transport(port, baudrate=t0.baudrate, parity=t0.parity, stopbits=t0.stopbits,
                            bytesize=t0.bytesize, timeout=min(d.timeout for d in devs))
         rtu_transports[port] = tr
@@ -121,8 +127,7 @@ def _open(config: SensorsConfig, s: SensorSet) -> None:
         if len(live) > 1:
             bus = ModbusBus(tr, sample_rate=max(d.sample_rate for d in live), name=port)
             for d in live:
-                assert d.register_map is not None
-                reader = bus.add(_poller(d, d.register_map, tr))
+                reader = bus.add(_poller(d, _require_map(d, d.register_map), tr))
                 s.readers[d.name] = reader
                 s._counted[d.name] = reader
             s.buses.append(bus)
@@ -157,9 +162,10 @@ def _open_device(d: DeviceConfig, s: SensorSet, rtu: dict[str, PymodbusTransport
     if isinstance(t, TcpTransport):
         tr = tcp_transport(t.host, t.port, timeout=d.timeout)
         s._closers.append(tr.close)
-    else:
-        assert isinstance(t, RtuTransport)
+    elif isinstance(t, RtuTransport):
         tr = rtu[t.serial]
+    else:  # pragma: no cover - every transport type is handled above
+        raise SensorConfigError(f"{d.name}: unsupported transport {type(t).__name__}")
     if d.mode == "capture":
         dummy = RegisterMap(channels=(RegisterSpec(name="seq", address=0),))
         cap = ModbusCaptureSource(CaptureReader(_poller(d, dummy, tr),
@@ -168,14 +174,11 @@ def _open_device(d: DeviceConfig, s: SensorSet, rtu: dict[str, PymodbusTransport
         s._counted[d.name] = cap
         return
     if d.name in s.readers:  # already on a shared bus
-        bus_reader = s.readers[d.name]
-        assert isinstance(bus_reader, BusDeviceReader)
-        s.windows[d.name] = LiveWindowSource(bus_reader, length=d.window_length,
+        s.windows[d.name] = LiveWindowSource(s.readers[d.name], length=d.window_length,
                                              hop=d.window_hop)
         return
-    assert rm is not None
     cls = ModbusTcpReader if isinstance(t, TcpTransport) else ModbusRtuReader
-    reader = cls(_poller(d, rm, tr))
+    reader = cls(_poller(d, _require_map(d, rm), tr))
     s.readers[d.name] = reader
     s._counted[d.name] = reader
     s.windows[d.name] = LiveWindowSource(reader, length=d.window_length, hop=d.window_hop,

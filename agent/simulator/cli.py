@@ -104,11 +104,7 @@ def simulate_cmd(dataset: str, indices_path: Path | None, mode: str | None,
             sim.start()
         except RuntimeError as exc:
             raise SimulatorStartFailed(str(exc)) from exc
-        if core.live is not None:
-            n_ch = core.live.channels
-        else:
-            assert core.capture_layout is not None
-            n_ch = int(core.image[core.capture_layout.base + 3])
+        n_ch = core.channels
         click.echo(json.dumps({"ready": True, "tcp_port": sim.tcp_port, "serial": agent_serial,
                                "unit": unit, "mode": mode, "channels": n_ch,
                                "length": length}), nl=True)

@@ -118,6 +118,15 @@ class SimulatorCore:
         if captures is not None:
             self.next_capture(0.0)
 
+    @property
+    def channels(self) -> int:
+        """Channels of the live signal, else of the current capture."""
+        if self.live is not None:
+            return self.live.channels
+        if self.capture_layout is None:  # pragma: no cover - excluded by __init__
+            return 0
+        return int(self.image[self.capture_layout.base + 3])
+
     def _put(self, spec: RegisterSpec, value: float) -> None:
         self.image[spec.address:spec.end] = encode(spec, value)
 
