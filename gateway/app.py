@@ -7,13 +7,16 @@ finalised model with its proof) and only then PUBACKs the message. Every
 ``poll_interval_s`` it asks the ledger for its height (a new block drops
 the registry cache, so revocations apply from that block on), loads the
 session policy once the session exists, retries pending record submissions
-and model announcements. Ledger or broker outages are logged and retried,
+and model announcements. In a validator organisation every candidate the
+server announces is evaluated on the organisation's own held-out data and
+voted on (``model_vote`` as ``<org>/validator``). Ledger or broker outages are logged and retried,
 never fatal; ``stop()`` ends the loop from any thread (SIGTERM in the CLI).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -22,6 +25,7 @@ from typing import Any
 
 from gateway.config import GatewayConfig
 from gateway.core import Action, Announce, GatewayCore, Publish, SubmitRecord
+from gateway.evaluate import HeldOutEvaluator
 from gateway.journal import SqliteJournal
 from gateway.ledger_io import (
     LedgerRegistry,
@@ -37,11 +41,13 @@ from gateway.ratelimit import LogLimiter
 from gateway.registry import CachedRegistry
 from gateway.verify import AdmissionPipeline
 from ledger_node.client import LedgerClient
+from ledger_node.tx import make_tx
 from protocol import topics
 from protocol.errors import LedgerError, SplitfedError
 from protocol.keys import load_signing_key, verify_key_from_hex
 from protocol.messages import ModelAnnouncement, seal, weights_digest
 from protocol.replay import ReplayGuard
+from server.proposals import vote_decision
 
 __all__ = ["GatewayApp"]
 
@@ -79,6 +85,11 @@ class GatewayApp:
             prior_spend=self._prior_spend,
             start_seq=time.time_ns() // 1000,
         )
+        self._validator_key = (
+            None if config.validator is None else load_signing_key(config.validator.signing_key)
+        )
+        self._evaluator: HeldOutEvaluator | None = None
+        self._baseline: float | None = None
         self._pending_records: list[Mapping[str, Any]] = []
         self._pending_models: dict[int, ModelAnnouncement] = {}
         self.link = PahoLink(
@@ -112,6 +123,8 @@ class GatewayApp:
                 self._pending_records.append(a.body)
             elif isinstance(a, Announce):
                 self._pending_models[a.announcement.version] = a.announcement
+                if a.server_weights is not None:
+                    self._vote(a.announcement, a.server_weights)
         self._flush()
 
     def _flush(self) -> None:
@@ -134,6 +147,9 @@ class GatewayApp:
             try:
                 rec = self.ledger.model(ann.session)
                 if rec is None or rec.version < version:
+                    continue
+                if rec.version > version:  # superseded: this proposal was not finalised
+                    del self._pending_models[version]
                     continue
                 if rec.version == version and rec.weights_sha256 == ann.weights_sha256:
                     proof = proof_for(self.ledger, rec.txid)
@@ -158,6 +174,60 @@ class GatewayApp:
                 log.warning("model %d not announced yet: %s", version, exc)
                 continue
             del self._pending_models[version]
+
+    def _vote(self, ann: ModelAnnouncement, server_weights: tuple[Any, ...]) -> None:
+        """Validator organisations: evaluate the candidate on own held-out data and vote."""
+        v = self.config.validator
+        if v is None or self._validator_key is None or ann.weights is None:
+            return
+        try:
+            if self._evaluator is None:
+                s = self.ledger.session(ann.session)
+                if s is None:
+                    return
+                m = find_manifest(s.client_sha256, self.config.manifest)
+                self._evaluator = HeldOutEvaluator(
+                    m, data_dir=v.data_dir, max_windows=v.max_windows
+                )
+            try:
+                acc = self._evaluator(ann.weights, server_weights)
+            except SplitfedError as exc:  # wrong shapes etc.: a corrupted candidate
+                log.warning("candidate %d cannot be evaluated: %s", ann.version, exc)
+                acc = float("nan")
+            accept = vote_decision(
+                candidate_accuracy=acc,
+                baseline_accuracy=self._baseline,
+                max_drop=v.max_drop,
+                min_accuracy=v.min_accuracy,
+            )
+            body: dict[str, Any] = {
+                "session_id": ann.session,
+                "version": ann.version,
+                "accept": accept,
+                "metric_name": "accuracy",
+            }
+            if math.isfinite(acc):
+                body["metric"] = acc
+            self.ledger.submit(
+                make_tx(
+                    "model_vote",
+                    body,
+                    signing_key=self._validator_key,
+                    submitter=f"{self.config.org}/validator",
+                    chain_id=self.config.chain_id,
+                )
+            )
+            if accept:
+                self._baseline = acc
+            self.metrics.inc("votes", {"accept": str(accept).lower()})
+            log.info(
+                "voted %s on version %d (accuracy %.4f on own held-out data)",
+                "accept" if accept else "reject",
+                ann.version,
+                acc,
+            )
+        except (LedgerError, SplitfedError) as exc:
+            log.warning("vote on version %d failed: %s", ann.version, exc)
 
     # -- loop ------------------------------------------------------------------------
     def _poll_ledger(self) -> None:

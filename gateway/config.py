@@ -27,6 +27,11 @@ only this module reads the environment. Example::
 
     [metrics]
     listen = "127.0.0.1:9108"
+
+    [validator]                    # only in validator organisations
+    signing_key = "/etc/splitfed/acme-validator.key"
+    data_dir = "/var/lib/splitfed/heldout"   # own <dataset>_TEST.ts
+    max_drop = 0.05                # reject a version this much worse than the last accepted
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from protocol import envelope
 from protocol.errors import ConfigError, TopicError
 from protocol.topics import validate_id
 
-__all__ = ["GatewayConfig", "load_config", "parse_config"]
+__all__ = ["GatewayConfig", "ValidatorSettings", "load_config", "parse_config"]
 
 _SECTIONS = {
     "gateway": {
@@ -72,6 +77,7 @@ _SECTIONS = {
         "session_expiry",
     },
     "metrics": {"listen"},
+    "validator": {"signing_key", "data_dir", "max_drop", "min_accuracy", "max_windows"},
 }
 _INTS = {"max_message_bytes", "port", "keepalive", "session_expiry"}
 _FLOATS = {"poll_interval_s", "log_interval_s"}
@@ -94,6 +100,18 @@ class GatewayConfig:
     mqtt: MqttSettings
     metrics_host: str
     metrics_port: int | None
+    validator: ValidatorSettings | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ValidatorSettings:
+    """Present when this organisation is a validator: how it votes on proposals."""
+
+    signing_key: Path  # the <org>/validator key
+    data_dir: Path  # its own held-out <dataset>_TEST.ts
+    max_drop: float = 0.05
+    min_accuracy: float = 0.0
+    max_windows: int | None = None
 
 
 def _env_overrides(raw: dict[str, dict[str, Any]], env: Mapping[str, str]) -> None:
@@ -126,7 +144,9 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) 
                 if k not in _SECTIONS[section]:
                     problems.append(f"unknown key {section}.{k}")
     _env_overrides(raw, os.environ if env is None else env)
-    g, led, mq, met = (raw.get(s, {}) for s in ("gateway", "ledger", "mqtt", "metrics"))
+    g, led, mq, met, val = (
+        raw.get(s, {}) for s in ("gateway", "ledger", "mqtt", "metrics", "validator")
+    )
 
     def req_str(sec: Mapping[str, Any], name: str, key: str, default: str | None = None) -> str:
         v = sec.get(key, default)
@@ -150,14 +170,14 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) 
         return v
 
     org = req_str(g, "gateway", "org")
-    for what, val in (
+    for what, ident in (
         ("gateway.org", org),
         ("gateway.session", g.get("session")),
         ("gateway.group", g.get("group", org)),
     ):
-        if isinstance(val, str) and val:
+        if isinstance(ident, str) and ident:
             try:
-                validate_id(val, what=what)
+                validate_id(ident, what=what)
             except TopicError as exc:
                 problems.append(str(exc))
     session = req_str(g, "gateway", "session")
@@ -203,6 +223,27 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) 
         )
     except ConfigError as exc:
         problems.extend(exc.problems)
+    validator: ValidatorSettings | None = None
+    if val:
+        vkey = req_str(val, "validator", "signing_key")
+        vdata = req_str(val, "validator", "data_dir")
+        drop = val.get("max_drop", 0.05)
+        min_acc = val.get("min_accuracy", 0.0)
+        mw = val.get("max_windows")
+        if not isinstance(drop, int | float) or not 0 <= drop <= 1:
+            problems.append("validator.max_drop must be in [0, 1]")
+        if not isinstance(min_acc, int | float) or not 0 <= min_acc <= 1:
+            problems.append("validator.min_accuracy must be in [0, 1]")
+        if mw is not None and (not isinstance(mw, int) or mw < 1):
+            problems.append("validator.max_windows must be an integer >= 1")
+        if vkey and vdata:
+            validator = ValidatorSettings(
+                signing_key=Path(vkey),
+                data_dir=Path(vdata),
+                max_drop=float(drop),
+                min_accuracy=float(min_acc),
+                max_windows=mw,
+            )
     if problems or mqtt is None:
         raise ConfigError(problems)
     return GatewayConfig(
@@ -221,6 +262,7 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) 
         mqtt=mqtt,
         metrics_host=metrics_host,
         metrics_port=metrics_port,
+        validator=validator,
     )
 
 
