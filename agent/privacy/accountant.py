@@ -21,17 +21,26 @@ absent record, sensitivity C).  Amplification by subsampling is claimed only
 for :class:`DpSgdStep` with ``sampling_prob`` set, and only under
 ``"zero_out"`` (add-or-remove-one) adjacency; anything else raises.
 
+Storage: a small JSON summary ``<state>`` (global tallies, per-record maxima,
+halted flag, SHA-256 checksum) plus the per-record tallies in SQLite
+``<state>.records.db`` (:mod:`agent.privacy.record_store`), so a spend costs
+O(records in the release), not O(records ever seen).
+
 Crash safety: :meth:`Accountant.spend` computes the new state, refuses (and
-persists a halted flag) if it would exceed the budget, otherwise writes the
-new state to a temp file, fsyncs it, renames it over the state file and
-fsyncs the directory BEFORE it returns.  The caller releases the message only
+persists a halted flag) if it would exceed the budget, otherwise commits the
+touched per-record rows (fsync), then writes the JSON summary to a temp file,
+fsyncs it, renames it over the state file and fsyncs the directory, all
+BEFORE it returns.  A crash between the two writes leaves the table ahead of
+the summary; on load the higher values win (over-count).  A table that is
+behind the summary (deleted, rolled back) is refused.  The caller releases the message only
 after ``spend`` returned, so a crash can at worst count a release that never
 left, never the reverse.
 
 Reset detection: a corrupt state file (bad JSON, bad checksum, wrong types)
 raises :class:`AccountantStateError`; it is never replaced by zero.  On first
 creation a marker file ``<state>.created`` is written (fsync) before the
-state; if the marker exists but the state does not, loading fails.  If both
+state; if the marker (or the record table) exists but the state does not,
+loading fails.  If both
 are deleted the accountant cannot tell by itself: the Outbox cross-checks the
 accountant's ``instance_id`` against the one recorded in the spool database.
 What is NOT detected: an attacker (or operator) who replaces all three files
@@ -54,6 +63,7 @@ from typing import Any, Literal
 from agent.privacy.composition import composed_epsilon
 from agent.privacy.errors import AccountantStateError
 from agent.privacy.events import DpSgdStep, GaussianRelease, LabelRelease, PrivacyEvent
+from agent.privacy.record_store import RecordStore
 from protocol.errors import BudgetExceeded, PrivacyError
 
 log = logging.getLogger(__name__)
@@ -87,7 +97,9 @@ class Accountant:
         self.adjacency: Adjacency = adjacency
         self.state_path = Path(state_path)
         self._marker = self.state_path.with_name(self.state_path.name + ".created")
-        self._records: dict[str, list[float]] = {}
+        records_path = self.state_path.with_name(self.state_path.name + ".records.db")
+        had_records = records_path.exists()
+        self.records_tracked = 0
         self._tally = _Tally(rho_global=0.0, pure_global=0.0, max_rho=0.0, max_pure=0.0,
                              sampled=())
         self.releases = 0
@@ -96,15 +108,43 @@ class Accountant:
         self.created_new = False
         if self.state_path.exists():
             self.load_state_dict(self._read())
-        elif self._marker.exists():
+            self._store = RecordStore(records_path)
+            self._reconcile()
+        elif self._marker.exists() or had_records:
             raise AccountantStateError(
-                f"privacy state {self.state_path} is missing but {self._marker.name} shows it "
+                f"privacy state {self.state_path} is missing but "
+                f"{self._marker.name if self._marker.exists() else records_path.name} shows it "
                 "existed: refusing to restart the spend from zero")
         else:
             self.instance_id = secrets.token_hex(16)
             self.created_new = True
             log.warning("no privacy state at %s: starting a new accountant", self.state_path)
             self._write_marker()
+            self._store = RecordStore(records_path)
+            self._persist()
+
+    def close(self) -> None:
+        """Close the per-record table (the state is already on disk)."""
+        self._store.close()
+
+    def _reconcile(self) -> None:
+        """Check the per-record table against the JSON summary (see module docstring)."""
+        n, max_rho, max_pure = self._store.summary()
+        t = self._tally
+        tol = 1e-9
+        if (n < self.records_tracked or max_rho < t.max_rho * (1 - tol)
+                or max_pure < t.max_pure * (1 - tol)):
+            raise AccountantStateError(
+                f"privacy record table {self._store.path.name} is behind the privacy state "
+                f"({n} records, summary says {self.records_tracked}): it was deleted or rolled "
+                "back; refusing to under-count")
+        if n > self.records_tracked or max_rho > t.max_rho or max_pure > t.max_pure:
+            log.warning("privacy record table is ahead of the summary (crash during a spend): "
+                        "counting the higher values")
+            self._tally = _Tally(rho_global=t.rho_global, pure_global=t.pure_global,
+                                 max_rho=max(max_rho, t.max_rho),
+                                 max_pure=max(max_pure, t.max_pure), sampled=t.sampled)
+            self.records_tracked = n
             self._persist()
 
     # -- queries -----------------------------------------------------------------
@@ -134,7 +174,7 @@ class Accountant:
         evs = list(events)
         if self.halted:
             raise BudgetExceeded(f"privacy budget exhausted: {self.halt_reason}")
-        tally, touched = self._tally_after(evs)
+        tally, touched, n_new = self._tally_after(evs)
         new_eps = self._epsilon_of(tally)
         if new_eps > self.epsilon_budget:
             self.halted = True
@@ -144,8 +184,8 @@ class Accountant:
             self._persist()
             log.error("privacy budget: halting, %s", self.halt_reason)
             raise BudgetExceeded(self.halt_reason)
-        for key, (rho, pure) in touched.items():
-            self._records[key] = [rho, pure]
+        self._store.put_many(touched)           # per-record rows first (durable) ...
+        self.records_tracked += n_new
         self._tally = tally
         self.releases += 1
         self._persist()
@@ -157,11 +197,15 @@ class Accountant:
         return (s / z) ** 2
 
     def _tally_after(self, events: list[PrivacyEvent]
-                     ) -> tuple[_Tally, dict[str, tuple[float, float]]]:
+                     ) -> tuple[_Tally, dict[str, tuple[float, float]], int]:
+        """New tally, the touched records' new values, and how many of them are new."""
         t = self._tally
         rho_g, pure_g, max_rho, max_pure = t.rho_global, t.pure_global, t.max_rho, t.max_pure
         sampled = dict(((z, q), n) for z, q, n in t.sampled)
         touched: dict[str, tuple[float, float]] = {}
+        known = self._store.get_many(
+            str(r) for ev in events if not isinstance(ev, DpSgdStep) and ev.records is not None
+            for r in ev.records)
         for ev in events:
             if isinstance(ev, DpSgdStep):
                 if ev.sampling_prob is None:
@@ -185,13 +229,13 @@ class Accountant:
                 continue
             for rid in ev.records:
                 rkey = str(rid)
-                prev = touched.get(rkey) or self._records.get(rkey) or (0.0, 0.0)
+                prev = touched.get(rkey) or known.get(rkey) or (0.0, 0.0)
                 rho, pure = prev[0] + d_rho, prev[1] + d_pure
                 touched[rkey] = (rho, pure)
                 max_rho, max_pure = max(max_rho, rho), max(max_pure, pure)
         new = _Tally(rho_global=rho_g, pure_global=pure_g, max_rho=max_rho, max_pure=max_pure,
                      sampled=tuple(sorted((z, q, n) for (z, q), n in sampled.items())))
-        return new, touched
+        return new, touched, sum(1 for k in touched if k not in known)
 
     def _epsilon_of(self, t: _Tally) -> float:
         return composed_epsilon(rho=t.max_rho + t.rho_global, sampled=t.sampled,
@@ -206,7 +250,8 @@ class Accountant:
             "epsilon_budget": self.epsilon_budget, "epsilon": self.epsilon,
             "releases": self.releases, "halted": self.halted, "halt_reason": self.halt_reason,
             "rho_global": t.rho_global, "pure_global": t.pure_global,
-            "sampled": [list(s) for s in t.sampled], "records": self._records,
+            "sampled": [list(s) for s in t.sampled], "max_rho": t.max_rho,
+            "max_pure": t.max_pure, "records_tracked": self.records_tracked,
         }
         return {**body, "sha256": _digest(body)}
 
@@ -221,12 +266,12 @@ class Accountant:
                 raise AccountantStateError(
                     f"privacy state was accounted under adjacency {state['adjacency']!r}, "
                     f"config says {self.adjacency!r}")
-            records = {str(k): [float(v[0]), float(v[1])] for k, v in state["records"].items()}
             sampled = tuple((float(z), float(q), int(n)) for z, q, n in state["sampled"])
             tally = _Tally(
                 rho_global=float(state["rho_global"]), pure_global=float(state["pure_global"]),
-                max_rho=max((v[0] for v in records.values()), default=0.0),
-                max_pure=max((v[1] for v in records.values()), default=0.0), sampled=sampled)
+                max_rho=float(state["max_rho"]), max_pure=float(state["max_pure"]),
+                sampled=sampled)
+            records_tracked = int(state["records_tracked"])
             instance_id = str(state["instance_id"])
             releases, halted = int(state["releases"]), bool(state["halted"])
             reason = state["halt_reason"]
@@ -235,7 +280,8 @@ class Accountant:
         if float(state["epsilon_budget"]) != self.epsilon_budget:
             log.warning("privacy budget changed from %g to %g by configuration",
                         float(state["epsilon_budget"]), self.epsilon_budget)
-        self.instance_id, self._records, self._tally = instance_id, records, tally
+        self.instance_id, self._tally = instance_id, tally
+        self.records_tracked = records_tracked
         self.releases, self.halted = releases, halted
         self.halt_reason = None if reason is None else str(reason)
 

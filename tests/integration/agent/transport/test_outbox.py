@@ -83,8 +83,9 @@ def test_full_spool_with_stop_sampling_does_not_spend(tmp_path: Path) -> None:
 def test_reset_privacy_state_is_refused(tmp_path: Path) -> None:
     acc, spool, pub = _parts(tmp_path)
     Outbox(acc, spool, pub).release(_build, EV)
-    (tmp_path / "privacy.json").unlink()
-    (tmp_path / "privacy.json.created").unlink()
+    acc.close()
+    for f in tmp_path.glob("privacy.json*"):   # state, marker and record table all gone
+        f.unlink()
     fresh = Accountant(epsilon_budget=100.0, delta=1e-5, state_path=tmp_path / "privacy.json")
     with pytest.raises(AccountantStateError, match="zero"):
         Outbox(fresh, spool, pub)

@@ -149,3 +149,53 @@ def test_zero_out_adjacency_accounts_poisson_subsampling(tmp_path: Path) -> None
     assert _acc(tmp_path, 100.0, adjacency="zero_out").epsilon == pytest.approx(eps)
     with pytest.raises(AccountantStateError, match="adjacency"):
         _acc(tmp_path, 100.0)
+
+
+def test_record_table_deleted_or_behind_is_refused(tmp_path: Path) -> None:
+    acc = _acc(tmp_path)
+    acc.spend([GaussianRelease(noise_multiplier=2.0, records=(1, 2))])
+    acc.close()
+    for f in tmp_path.glob("privacy.json.records.db*"):
+        f.unlink()
+    with pytest.raises(AccountantStateError, match="behind"):
+        _acc(tmp_path)
+
+
+def test_state_missing_but_record_table_present_is_refused(tmp_path: Path) -> None:
+    acc = _acc(tmp_path)
+    acc.spend([GaussianRelease(noise_multiplier=2.0, records=(1,))])
+    acc.close()
+    (tmp_path / "privacy.json").unlink()
+    (tmp_path / "privacy.json.created").unlink()
+    with pytest.raises(AccountantStateError, match=r"records\.db"):
+        _acc(tmp_path)
+
+
+def test_crash_between_record_table_and_summary_overcounts(tmp_path: Path) -> None:
+    acc = _acc(tmp_path)
+    acc.spend([GaussianRelease(noise_multiplier=4.0, records=(1,))])
+    before = acc.epsilon
+    # simulate a crash after the per-record rows of the next spend were committed
+    acc._store.put_many({"1": (0.25 * 3, 0.0)})
+    acc.close()
+    again = _acc(tmp_path)
+    assert again.epsilon == pytest.approx(
+        analytic_gaussian_epsilon(mu=0.5 * math.sqrt(3), delta=1e-5)
+    )
+    assert again.epsilon > before
+    again.close()
+    assert _acc(tmp_path).epsilon == pytest.approx(again.epsilon)  # persisted upwards
+
+
+def test_spend_cost_does_not_grow_with_history(tmp_path: Path) -> None:
+    """records_tracked counts distinct records; only touched rows are read or written."""
+    acc = _acc(tmp_path, 1e9)
+    for b in range(50):
+        acc.spend(
+            [GaussianRelease(noise_multiplier=4.0, records=tuple(range(b * 20, b * 20 + 20)))]
+        )
+    acc.spend([GaussianRelease(noise_multiplier=4.0, records=(0, 5000))])
+    assert acc.records_tracked == 1001
+    assert acc.epsilon == pytest.approx(
+        analytic_gaussian_epsilon(mu=0.5 * math.sqrt(2), delta=1e-5)
+    )
