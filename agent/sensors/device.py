@@ -162,18 +162,18 @@ class RegisterPoller:
 
     def read(self) -> Sample:
         """Up to ``1 + retries`` attempts, waiting out the backoff between them."""
-        for i in range(self.policy.retries + 1):
+        i = 0
+        while True:
             wait = self.health.next_attempt - self._clock()
             if wait > 0:
                 self._sleep(wait)
-            if i:
-                self.health.record_retry()
             try:
                 return self.attempt()
             except SensorError:
-                if i == self.policy.retries:
+                if i >= self.policy.retries:
                     raise
-        raise AssertionError("unreachable")  # pragma: no cover
+            i += 1
+            self.health.record_retry()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
