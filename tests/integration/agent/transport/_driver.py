@@ -89,6 +89,7 @@ def main(argv: list[str]) -> int:
     notifier.stopping()
     publisher.close()
     spool.close()
+    accountant.close()
     return code
 
 
