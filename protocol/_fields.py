@@ -139,10 +139,10 @@ def req_scalar_map(value: object, what: str) -> Mapping[str, Scalar]:
     return types.MappingProxyType(out)
 
 
-def read_map(data: bytes, what: str) -> Mapping[str, Any]:
-    """Decode a CBOR payload (at most MAX_ENVELOPE_BYTES) that must be a map with text keys."""
-    if isinstance(data, bytes | bytearray | memoryview) and len(data) > MAX_ENVELOPE_BYTES:
-        raise LimitExceeded(f"{what}: {len(data)} bytes exceeds the limit of {MAX_ENVELOPE_BYTES}")
+def read_map(data: bytes, what: str, *, max_size: int = MAX_ENVELOPE_BYTES) -> Mapping[str, Any]:
+    """Decode a CBOR payload (at most ``max_size`` bytes) that must be a map with text keys."""
+    if isinstance(data, bytes | bytearray | memoryview) and len(data) > max_size:
+        raise LimitExceeded(f"{what}: {len(data)} bytes exceeds the limit of {max_size}")
     obj = loads_strict(data, what=what)
     return check_keys(obj, what)
 

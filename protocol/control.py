@@ -49,6 +49,7 @@ from protocol.envelope import (
     CONTENT_TYPE_DEVICE_STATE,
     CONTENT_TYPE_ENDORSED,
     CONTENT_TYPE_PREDICTION,
+    ENDORSEMENT_OVERHEAD,
     MAX_ENVELOPE_BYTES,
     Envelope,
     peek,
@@ -73,9 +74,11 @@ def _names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in fields(cls))
 
 
-def _simple_decode(cls: type[_T], data: bytes, what: str) -> _T:
+def _simple_decode(
+    cls: type[_T], data: bytes, what: str, *, max_size: int = MAX_ENVELOPE_BYTES
+) -> _T:
     """Decode a message whose wire map is exactly its fields (no tensors)."""
-    m = read_map(data, what)
+    m = read_map(data, what, max_size=max_size)
     return guarded_build(what, lambda: cls(**check_keys(m, what, frozenset(_names(cls)))))
 
 
@@ -305,4 +308,5 @@ class Endorsement:
     @classmethod
     def decode(cls, data: bytes, *, limits: TensorLimits = DEFAULT_LIMITS) -> Self:
         del limits
-        return _simple_decode(cls, data, "endorsement")
+        size = MAX_ENVELOPE_BYTES + ENDORSEMENT_OVERHEAD
+        return _simple_decode(cls, data, "endorsement", max_size=size)

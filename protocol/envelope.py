@@ -60,6 +60,7 @@ __all__ = [
     "CONTENT_TYPE_PREDICTION",
     "CONTENT_TYPE_WEIGHTS",
     "COSE_SIGN1_TAG",
+    "ENDORSEMENT_OVERHEAD",
     "HDR_ALG",
     "HDR_CONTENT_TYPE",
     "HDR_KID",
@@ -67,6 +68,7 @@ __all__ = [
     "MAX_ENVELOPE_BYTES",
     "SCHEMA_VERSION",
     "Envelope",
+    "check_signature",
     "peek",
     "sig_structure",
     "sign",
@@ -96,6 +98,8 @@ CONTENT_TYPES: Final = (
 
 SCHEMA_VERSION: Final = 1
 MAX_ENVELOPE_BYTES: Final = 4 * 1024 * 1024
+# An Endorsement of a device envelope of MAX_ENVELOPE_BYTES needs at most this much more.
+ENDORSEMENT_OVERHEAD: Final = 1024
 COSE_SIGN1_TAG: Final = 18
 ALG_EDDSA: Final = -8
 HDR_ALG: Final = 1
@@ -252,7 +256,19 @@ def verify(
     :class:`BadSignature` (wrong key, altered bytes, wrong algorithm, or a kid
     other than ``expected_kid`` when one is given).
     """
-    env = peek(data, max_size=max_size)
+    return check_signature(
+        peek(data, max_size=max_size), verify_key=verify_key, expected_kid=expected_kid
+    )
+
+
+def check_signature(
+    env: Envelope, *, verify_key: nacl.signing.VerifyKey, expected_kid: str | None = None
+) -> Envelope:
+    """Verify the signature of an envelope from :func:`peek` (no second parse).
+
+    ``peek`` + ``check_signature`` is exactly :func:`verify`; use it when the
+    kid must be read first to choose the key. Raises :class:`BadSignature`.
+    """
     if expected_kid is not None and env.kid != expected_kid:
         raise BadSignature(f"kid {env.kid!r} is not the expected {expected_kid!r}")
     try:

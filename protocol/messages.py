@@ -33,8 +33,16 @@ from typing import Final
 import nacl.signing
 
 from protocol.control import Command, DeviceState, Endorsement, Prediction
-from protocol.envelope import MAX_ENVELOPE_BYTES, Envelope, sign, verify
-from protocol.errors import MalformedMessage
+from protocol.envelope import (
+    CONTENT_TYPE_ENDORSED,
+    ENDORSEMENT_OVERHEAD,
+    MAX_ENVELOPE_BYTES,
+    Envelope,
+    check_signature,
+    peek,
+    sign,
+)
+from protocol.errors import LimitExceeded, MalformedMessage
 from protocol.ledger_msgs import LedgerProof, ModelAnnouncement, weights_digest
 from protocol.tensor import DEFAULT_LIMITS, TensorLimits
 from protocol.training import ActivationBatch, ClientWeights, DpParams, GradientBatch
@@ -97,14 +105,25 @@ def decode_any(
     return cls.decode(payload, limits=limits)
 
 
+def _default_max(content_type: str) -> int:
+    """4 MiB; an endorsement may carry a 4 MiB device envelope plus its own fields."""
+    if content_type == CONTENT_TYPE_ENDORSED:
+        return MAX_ENVELOPE_BYTES + ENDORSEMENT_OVERHEAD
+    return MAX_ENVELOPE_BYTES
+
+
 def seal(
     msg: Message,
     *,
     signing_key: nacl.signing.SigningKey,
     kid: str,
-    max_size: int = MAX_ENVELOPE_BYTES,
+    max_size: int | None = None,
 ) -> bytes:
-    """Encode ``msg`` and sign it as a COSE_Sign1 with the message's content type."""
+    """Encode ``msg`` and sign it as a COSE_Sign1 with the message's content type.
+
+    ``max_size`` defaults to :data:`MAX_ENVELOPE_BYTES` (plus
+    :data:`ENDORSEMENT_OVERHEAD` for an :class:`Endorsement`).
+    """
     if type(msg) not in MESSAGE_TYPES.values():
         raise MalformedMessage(f"cannot seal a {type(msg).__name__}")
     return sign(
@@ -112,7 +131,7 @@ def seal(
         signing_key=signing_key,
         kid=kid,
         content_type=msg.CONTENT_TYPE,
-        max_size=max_size,
+        max_size=_default_max(msg.CONTENT_TYPE) if max_size is None else max_size,
     )
 
 
@@ -121,11 +140,20 @@ def unseal(
     *,
     verify_key: nacl.signing.VerifyKey,
     limits: TensorLimits = DEFAULT_LIMITS,
-    max_size: int = MAX_ENVELOPE_BYTES,
+    max_size: int | None = None,
     expected_kid: str | None = None,
 ) -> tuple[Envelope, Message]:
-    """Verify and decode; returns the envelope (for ``kid``) and the message."""
-    env = verify(data, verify_key=verify_key, max_size=max_size, expected_kid=expected_kid)
+    """Verify and decode; returns the envelope (for ``kid``) and the message.
+
+    With the default ``max_size`` the size is checked twice: against the
+    largest allowed size before decoding, and against the limit of the
+    envelope's content type before the signature is checked.
+    """
+    limit = MAX_ENVELOPE_BYTES + ENDORSEMENT_OVERHEAD if max_size is None else max_size
+    env = peek(data, max_size=limit)
+    if max_size is None and len(data) > _default_max(env.content_type):
+        raise LimitExceeded(f"envelope of {len(data)} bytes exceeds the limit of its type")
+    check_signature(env, verify_key=verify_key, expected_kid=expected_kid)
     return env, decode_any(env.payload, env.content_type, limits=limits)
 
 
@@ -134,7 +162,7 @@ def open_sealed(
     *,
     verify_key: nacl.signing.VerifyKey,
     limits: TensorLimits = DEFAULT_LIMITS,
-    max_size: int = MAX_ENVELOPE_BYTES,
+    max_size: int | None = None,
     expected_kid: str | None = None,
 ) -> Message:
     """Verify the signature, then decode by content type. Raises ProtocolError subclasses."""

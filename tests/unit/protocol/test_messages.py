@@ -336,3 +336,25 @@ def test_endorsement_carries_the_device_bytes_unchanged() -> None:
 def test_seal_refuses_foreign_objects() -> None:
     with pytest.raises(MalformedMessage):
         seal(object(), signing_key=DEVICE_KEY, kid="d")  # type: ignore[arg-type]
+
+
+def test_endorsement_of_a_maximal_device_envelope_fits() -> None:
+    from protocol.envelope import MAX_ENVELOPE_BYTES, check_signature
+
+    filler = b"\x00" * (MAX_ENVELOPE_BYTES - 200)
+    inner = sign(filler, signing_key=DEVICE_KEY, kid="dev-01", content_type="application/x")
+    assert len(inner) <= MAX_ENVELOPE_BYTES
+    outer = seal(
+        Endorsement(org="acme", gateway="gw-acme", seq=1, envelope=inner),
+        signing_key=SERVER_KEY,
+        kid="gw-acme",
+    )
+    assert len(outer) > MAX_ENVELOPE_BYTES
+    got = open_sealed(outer, verify_key=SERVER_KEY.verify_key)
+    assert isinstance(got, Endorsement)
+    check_signature(got.inner(), verify_key=DEVICE_KEY.verify_key, expected_kid="dev-01")
+    # the extra allowance is for endorsements only
+    big = sign(b"\x00" * MAX_ENVELOPE_BYTES, signing_key=DEVICE_KEY, kid="d",
+               content_type=Command.CONTENT_TYPE, max_size=2 * MAX_ENVELOPE_BYTES)  # fmt: skip
+    with pytest.raises(LimitExceeded):
+        open_sealed(big, verify_key=DEVICE_KEY.verify_key)
