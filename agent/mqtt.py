@@ -60,7 +60,7 @@ from paho.mqtt.properties import Properties
 from agent.spool import Spool
 from protocol import topics
 from protocol.control import DeviceState
-from protocol.errors import ConfigError, TransportError
+from protocol.errors import ConfigError, SpoolError, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -219,9 +219,10 @@ class PahoPublisher:
     def close(self) -> None:
         """Publish an explicit death, disconnect, and join the threads."""
         self._closing.set()
-        for t in (self._sup, self._net):
-            if t is not None:
-                t.join(self.config.close_timeout + 5.0)
+        if self._sup is not None:  # first: it must not start a new network thread meanwhile
+            self._sup.join(5.0)
+        if self._net is not None:
+            self._net.join(self.config.close_timeout + 5.0)
         self._sup = self._net = None
 
     # -- threads -------------------------------------------------------------------------------
@@ -253,7 +254,7 @@ class PahoPublisher:
         while not self._closing.is_set():
             try:
                 self._run_session()
-            except TransportError as exc:
+            except (TransportError, SpoolError) as exc:  # spool: e.g. disk full; retry later
                 self.stats.connect_failures += 1
                 self.stats.last_error = str(exc)
                 log.warning("MQTT session ended: %s", exc)
