@@ -358,3 +358,16 @@ def test_endorsement_of_a_maximal_device_envelope_fits() -> None:
                content_type=Command.CONTENT_TYPE, max_size=2 * MAX_ENVELOPE_BYTES)  # fmt: skip
     with pytest.raises(LimitExceeded):
         open_sealed(big, verify_key=DEVICE_KEY.verify_key)
+
+
+@ROUND_TRIP
+@given(s.device_states)
+def test_device_state_json_round_trip(state: DeviceState) -> None:
+    assert DeviceState.from_json(state.to_json()) == state
+
+
+@ROUND_TRIP
+@given(s.predictions())
+def test_prediction_json_round_trip(pred: Prediction) -> None:
+    back = Prediction.from_json(pred.to_json())
+    assert back == dataclasses.replace(pred, probabilities=pred.probabilities.astype(np.float32))
