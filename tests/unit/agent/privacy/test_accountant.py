@@ -5,6 +5,8 @@ import math
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.privacy import (
     Accountant,
@@ -199,3 +201,33 @@ def test_spend_cost_does_not_grow_with_history(tmp_path: Path) -> None:
     assert acc.epsilon == pytest.approx(
         analytic_gaussian_epsilon(mu=0.5 * math.sqrt(2), delta=1e-5)
     )
+
+
+_batches = st.lists(
+    st.tuples(st.sampled_from([1.0, 2.0, 4.0, 8.0]),
+              st.lists(st.integers(0, 30), min_size=1, max_size=8, unique=True)),
+    min_size=1, max_size=15)
+
+
+@settings(max_examples=25, deadline=None)
+@given(batches=_batches)
+def test_property_monotone_and_never_above_worst_case(
+        tmp_path_factory: pytest.TempPathFactory, batches: list[tuple[float, list[int]]]) -> None:
+    d = tmp_path_factory.mktemp("acc")
+    per_record = Accountant(epsilon_budget=1e9, delta=1e-5, state_path=d / "r.json")
+    worst = Accountant(epsilon_budget=1e9, delta=1e-5, state_path=d / "w.json")
+    counts: dict[int, float] = {}
+    last = 0.0
+    for z, ids in batches:
+        eps = per_record.spend([GaussianRelease(noise_multiplier=z, records=tuple(ids))])
+        worst.spend([GaussianRelease(noise_multiplier=z)])
+        for i in ids:
+            counts[i] = counts.get(i, 0.0) + (2.0 / z) ** 2
+        assert eps >= last
+        last = eps
+        assert eps <= worst.epsilon + 1e-12
+    # exact: the most-released record determines epsilon
+    expect = analytic_gaussian_epsilon(mu=math.sqrt(max(counts.values())), delta=1e-5)
+    assert last == pytest.approx(expect)
+    per_record.close()
+    worst.close()
