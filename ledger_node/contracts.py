@@ -193,6 +193,7 @@ def _session_create(st: Overlay, tx: Tx, height: int) -> None:
           "groups must map group id -> list of orgs")
     for name in ("client_sha256", "server_sha256"):
         _need(_hex32(b.get(name)), f"{name} must be a hex SHA-256")
+    _need(isinstance(b.get("extra", {}), dict), "extra must be a map")
     nvals = len(_validators(st))
     vq = b.get("vote_quorum", quorum(nvals))
     _need(isinstance(vq, int) and 1 <= vq <= nvals, f"vote_quorum must be in [1, {nvals}]")
@@ -221,6 +222,7 @@ def _round_record(st: Overlay, tx: Tx, height: int) -> None:
     _need(_hex32(b.get("envelopes_root")), "envelopes_root must be a hex SHA-256")
     key = f"round/{sid}/{rnd}/{org}/{group}"
     _need(st.get(key) is None, f"round {rnd} of {sid} already recorded for {org}/{group}")
+    _need(isinstance(b.get("envelope_count", 0), int), "envelope_count must be an int")
     devices = b.get("devices", {})
     _need(isinstance(devices, dict), "devices must map device id -> {samples, epsilon}")
     max_eps = s["dp"]["max_epsilon"]
@@ -254,6 +256,7 @@ def _model_propose(st: Overlay, tx: Tx, height: int) -> None:
     _need(st.get(f"proposal/{sid}/{ver}") is None, f"version {ver} already proposed")
     for name in ("weights_sha256", "client_sha256", "server_sha256"):
         _need(_hex32(b.get(name)), f"{name} must be a hex SHA-256")
+    _need(isinstance(b.get("metrics", {}), dict), "metrics must be a map")
     st.put(f"proposal/{sid}/{ver}", {
         "session_id": sid, "version": ver, "weights_sha256": b["weights_sha256"],
         "client_sha256": b["client_sha256"], "server_sha256": b["server_sha256"],

@@ -50,18 +50,10 @@ def execute_block(
     results: list[TxResult] = []
     invalid: list[tuple[int, str]] = []
     for i, raw in enumerate(txs):
-        tx: Tx | None = None
-        try:
-            tx = decode_tx(raw)
-            scratch = Overlay(block_view)
-            apply_tx(scratch, tx, height=height, chain_id=chain_id)
-            scratch.merge_into_parent()
-            results.append(TxResult(txid=tx.txid, kind=tx.kind, valid=True, reason=None))
-        except (InvalidTransaction, ContractRejectError) as exc:
-            reason = str(exc)[:_MAX_REASON] or type(exc).__name__
-            invalid.append((i, reason))
-            results.append(TxResult(txid=sha256_hex(raw), kind=tx.kind if tx else "?",
-                                    valid=False, reason=reason))
+        res = _apply_one(block_view, raw, height=height, chain_id=chain_id)
+        results.append(res)
+        if res.reason is not None:
+            invalid.append((i, res.reason))
     changes = dict(block_view.writes)
     root = state.root_with(changes)
     header = Header(chain_id=chain_id, height=height, prev_hash=prev_hash,
@@ -69,3 +61,20 @@ def execute_block(
                     proposer=proposer, tx_count=len(txs), invalid=tuple(invalid))
     return ExecutedBlock(header=header, txs=tuple(txs), results=tuple(results), changes=changes)
 
+
+
+def _apply_one(block_view: Overlay, raw: bytes, *, height: int, chain_id: str) -> TxResult:
+    tx: Tx | None = None
+    try:
+        tx = decode_tx(raw)
+        scratch = Overlay(block_view)
+        apply_tx(scratch, tx, height=height, chain_id=chain_id)
+    except (InvalidTransaction, ContractRejectError) as exc:
+        reason = str(exc)[:_MAX_REASON] or type(exc).__name__
+    except Exception as exc:  # a body the contract did not anticipate: same on every node
+        reason = f"contract error: {type(exc).__name__}"
+    else:
+        scratch.merge_into_parent()
+        return TxResult(txid=tx.txid, kind=tx.kind, valid=True, reason=None)
+    return TxResult(txid=sha256_hex(raw), kind=tx.kind if tx else "?", valid=False,
+                    reason=reason)

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-import nacl.signing
+from typing import Any
 
+import nacl.signing
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ledger_node.executor import execute_block
 from ledger_node.node import LedgerNode
 from ledger_node.registration import make_registration_request
+from ledger_node.tx import TX_KINDS
 
 from .conftest import H1, H2, H3, Consortium, session_body
 
@@ -104,3 +110,25 @@ def test_round_record_spend_and_budget(node: LedgerNode, consortium: Consortium)
     [(valid, reason)] = _commit(node, c.tx("org2/gateway", "round_record", {**rec, "round": 2}))
     assert not valid and "org2/d1 not registered" in str(reason)
     assert node.state.get("spend/s1/org1/d1") == 5.0
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(garbage=st.binary(max_size=200),
+       body=st.dictionaries(st.sampled_from(["session_id", "version", "metrics", "extra",
+                                             "devices", "round", "request", "dp", "org"]),
+                            st.one_of(st.integers(), st.text(max_size=5), st.binary(max_size=5),
+                                      st.lists(st.integers(), max_size=3), st.none()),
+                            max_size=6),
+       kind=st.sampled_from(sorted(TX_KINDS)))
+def test_hostile_input_never_crashes_the_executor(node: LedgerNode, consortium: Consortium,
+                                                  garbage: bytes, body: dict[str, Any],
+                                                  kind: str) -> None:
+    root = node.state.root()
+    tx = consortium.tx("server", kind, body)
+    block = execute_block(node.state, [garbage, tx], chain_id="test-chain",
+                          height=node.height + 1, prev_hash=node.head_hash, time_ms=1,
+                          proposer="x")
+    assert not block.results[0].valid
+    if not block.results[1].valid:
+        assert block.results[1].reason
+    assert node.state.root() == root  # executing never mutates the committed state
