@@ -19,7 +19,8 @@ from models.datasets.ucr import load_ts
 
 def build_core(*, dataset: str, indices: list[int] | None, mode: str, length: int,
                channels: int, seed: int, sample_rate: float, period: float,
-               faults: FaultPlan, capture_layout: CaptureLayout | None = None) -> SimulatorCore:
+               faults: FaultPlan, capture_layout: CaptureLayout | None = None,
+               loop: bool = True) -> SimulatorCore:
     """A simulator core serving ``dataset`` (a ``.ts`` path or ``synthetic-vibration``).
 
     Raises ``ValueError`` for bad indices and ``DatasetError`` for unreadable files.
@@ -38,7 +39,7 @@ def build_core(*, dataset: str, indices: list[int] | None, mode: str, length: in
     labels = [max(int(v), 0) for v in ds.labels]
     if mode == "capture":
         return SimulatorCore(captures=RecordCaptures(ds.series, labels, length=length,
-                                                     indices=order),
+                                                     indices=order, loop=loop),
                              capture_layout=capture_layout, capture_period=period,
                              faults=faults)
     xs = [ds.series[i] for i in order]

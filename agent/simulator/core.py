@@ -33,7 +33,7 @@ import numpy.typing as npt
 from agent.sensors.device import NO_LABEL, CaptureLayout
 from agent.sensors.errors import SensorConfigError
 from agent.sensors.registers import Order, RegisterSpec, encode, encode_float32_array
-from agent.simulator.signals import CaptureSource, LiveSignal
+from agent.simulator.signals import CapturesExhausted, CaptureSource, LiveSignal
 
 IMAGE_SIZE = 0x10000
 
@@ -147,7 +147,11 @@ class SimulatorCore:
         if self.captures is None or self.capture_layout is None:
             return
         lay = self.capture_layout
-        x, label = self.captures.next_capture()
+        try:
+            x, label = self.captures.next_capture()
+        except CapturesExhausted:
+            return  # a non-looping source keeps its last capture
+
         channels, length = x.shape
         end = lay.data_address + 2 * channels * length
         if end > IMAGE_SIZE:

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.sensors.errors import SensorConfigError
+from protocol.errors import SensorError
 
 F32 = npt.NDArray[np.float32]
 
@@ -92,11 +93,20 @@ def resample(x: npt.ArrayLike, length: int) -> F32:
     return np.stack([np.interp(dst, src, row) for row in a]).astype(np.float32)
 
 
+class CapturesExhausted(SensorError):  # noqa: N818 - a state, not a failure
+    """Every record was served once and the source does not loop."""
+
+
 class RecordCaptures:
-    """Serves records in order (looping), each resampled to ``length``."""
+    """Serves records in order, each resampled to ``length``.
+
+    With ``loop=False`` each record is served exactly once: a simulated meter
+    whose every capture is a distinct real recording (so one dataset record is
+    one privacy record on the device); afterwards the last capture stays.
+    """
 
     def __init__(self, series: Sequence[npt.ArrayLike], labels: Sequence[int], *, length: int,
-                 indices: Sequence[int] | None = None) -> None:
+                 indices: Sequence[int] | None = None, loop: bool = True) -> None:
         if len(series) != len(labels) or not series:
             raise SensorConfigError("need one label per record and at least one record")
         self._series = series
@@ -105,10 +115,13 @@ class RecordCaptures:
         if not self._order or not all(0 <= i < len(series) for i in self._order):
             raise SensorConfigError("indices out of range")
         self.length = length
+        self.loop = loop
         self._pos = 0
 
     def next_capture(self) -> tuple[F32, int | None]:
-        """Next record."""
+        """Next record; :class:`CapturesExhausted` once all were served without ``loop``."""
+        if not self.loop and self._pos >= len(self._order):
+            raise CapturesExhausted(f"all {len(self._order)} records served")
         i = self._order[self._pos % len(self._order)]
         self._pos += 1
         return resample(self._series[i], self.length), self._labels[i]

@@ -74,3 +74,21 @@ def test_stream_captures_cut_consecutive_labelled_chunks() -> None:
     b, lb = src.next_capture()
     assert a.tolist() == [[0, 1, 2, 3, 4]] and la == 4
     assert b.tolist() == [[5, 6, 7, 8, 9]] and lb == 9
+
+
+def test_non_looping_captures_serve_each_record_once_then_hold() -> None:
+    from agent.sensors.device import CaptureLayout
+    from agent.simulator.core import SimulatorCore
+    from agent.simulator.signals import RecordCaptures
+
+    series = [np.full((1, 8), float(i), np.float32) for i in range(3)]
+    core = SimulatorCore(captures=RecordCaptures(series, [0, 1, 2], length=8, loop=False),
+                         capture_layout=CaptureLayout())
+    seqs = [(core.seq, core.capture_label)]  # the first capture is loaded at start
+    for t in range(5):
+        core.next_capture(float(t))
+        seqs.append((core.seq, core.capture_label))
+    # three distinct records, then the last one stays (no new sequence number)
+    assert [label for _, label in seqs[:3]] == [0, 1, 2]
+    assert len({s for s, _ in seqs}) == 3
+    assert seqs[3:] == [seqs[2]] * 3
