@@ -101,6 +101,8 @@ class LedgerApi:
                     status, payload = 503, {"error": str(exc)}
                 except LedgerError as exc:
                     status, payload = 500, {"error": str(exc)}
+                except ValueError as exc:  # e.g. a height that is not a number
+                    status, payload = 400, {"error": f"bad request: {exc}"}
                 self._send(status, payload)
 
             def _send(self, status: int, payload: Any) -> None:

@@ -95,6 +95,8 @@ def test_refusals_and_subscribe(served: tuple[LedgerClient, Consortium, LedgerNo
         client.submit(bytes(raw))
     with pytest.raises(NotFoundError):
         client.block(999)
+    with pytest.raises(InvalidTransaction, match="bad request"):
+        client._call("/v1/block/abc")
     assert client.receipt("00" * 32) is None
     start = client.height()
     sub = client.subscribe(after=start, poll_timeout=5)
