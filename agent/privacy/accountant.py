@@ -108,6 +108,8 @@ class Accountant:
         self.created_new = False
         if self.state_path.exists():
             self.load_state_dict(self._read())
+            if not self._marker.exists():
+                self._write_marker()  # a crash on the very first start can leave it missing
             self._store = RecordStore(records_path)
             self._reconcile()
         elif self._marker.exists() or had_records:
@@ -119,9 +121,9 @@ class Accountant:
             self.instance_id = secrets.token_hex(16)
             self.created_new = True
             log.warning("no privacy state at %s: starting a new accountant", self.state_path)
+            self._persist()  # state first: a crash here leaves nothing that looks like a reset
             self._write_marker()
             self._store = RecordStore(records_path)
-            self._persist()
 
     def close(self) -> None:
         """Close the per-record table (the state is already on disk)."""
