@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
 from types import FrameType
 
@@ -82,10 +83,26 @@ class LedgerApp:
 
         old = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         self.start()
+        self._notify(f"READY=1\nSTATUS=serving {self.url} at height {self.node.height}")
+        tick = self.config.watchdog_s or 0.5
         try:
-            while not done.wait(0.5):
-                pass
+            while not done.wait(min(tick, 0.5)):
+                if self.config.watchdog_s:
+                    self._notify("WATCHDOG=1")
         finally:
+            self._notify("STOPPING=1")
             for s, h in old.items():
                 signal.signal(s, h)
             self.stop()
+
+    def _notify(self, text: str) -> None:
+        """sd_notify(3) datagram; a no-op outside systemd, failures only logged."""
+        addr = self.config.notify_socket
+        if not addr:
+            return
+        target: str | bytes = b"\0" + addr[1:].encode() if addr.startswith("@") else addr
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                sock.sendto(text.encode(), target)
+        except OSError as exc:
+            log.warning("sd_notify failed: %s", exc)

@@ -11,7 +11,8 @@ Example ``/etc/splitfed/ledger.toml``::
     endpoints = ["http://127.0.0.1:2379", "http://127.0.0.1:22379"]
     timeout_s = 2.0
 
-Environment overrides ``SPLITFED_LEDGER__<KEY>`` (``DATA_DIR``, ``LISTEN``,
+Under systemd (``Type=notify``) ``NOTIFY_SOCKET`` and ``WATCHDOG_USEC`` are
+read here too. Environment overrides ``SPLITFED_LEDGER__<KEY>`` (``DATA_DIR``, ``LISTEN``,
 ``NODE_ID``) and ``SPLITFED_LEDGER__ETCD__ENDPOINTS`` (comma-separated). This
 is the only module of ``ledger_node`` that reads the environment. Key files
 are paths; the keys themselves are loaded by the app, never logged.
@@ -42,6 +43,8 @@ class NodeConfig:
     validator_keys: Mapping[str, Path] = field(default_factory=dict)
     etcd_endpoints: tuple[str, ...] = ()
     etcd_timeout_s: float = 2.0
+    notify_socket: str | None = None  # $NOTIFY_SOCKET under systemd Type=notify
+    watchdog_s: float | None = None  # half of $WATCHDOG_USEC: how often to ping
 
     def __post_init__(self) -> None:
         problems = []
@@ -95,7 +98,16 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
                       node_id=str(data.get("node_id", "node")),
                       validator_keys={str(k): Path(str(v)) for k, v in vkeys.items()},
                       etcd_endpoints=tuple(str(e) for e in endpoints),
-                      etcd_timeout_s=float(etcd.get("timeout_s", 2.0)))
+                      etcd_timeout_s=float(etcd.get("timeout_s", 2.0)),
+                      notify_socket=env.get("NOTIFY_SOCKET") or None,
+                      watchdog_s=_watchdog(env))
+
+
+def _watchdog(env: Mapping[str, str]) -> float | None:
+    usec, pid = env.get("WATCHDOG_USEC", ""), env.get("WATCHDOG_PID")
+    if usec.isdigit() and (not pid or pid == str(os.getpid())):
+        return int(usec) / 2e6
+    return None
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> NodeConfig:

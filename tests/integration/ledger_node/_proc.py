@@ -30,8 +30,10 @@ def write_config(path: Path, *, data_dir: Path, node_id: str, keys: dict[str, Pa
 class NodeProcess:
     """One ledger node child process; ``start`` waits until its API answers."""
 
-    def __init__(self, config: Path, data_dir: Path, log: Path) -> None:
+    def __init__(self, config: Path, data_dir: Path, log: Path,
+                 env: dict[str, str] | None = None) -> None:
         self.config, self.data_dir, self.log = config, data_dir, log
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
 
@@ -42,7 +44,7 @@ class NodeProcess:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "ledger_node.cli", "run", "--config", str(self.config)],
                 cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONPATH": str(REPO)})
+                env={**os.environ, "PYTHONPATH": str(REPO), **self.env})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

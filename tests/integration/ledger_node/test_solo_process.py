@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 from pathlib import Path
 
@@ -76,9 +77,14 @@ def test_cli_verify_names_tampered_block(tmp_path: Path,
                        keys={"org1": keys / "org1-validator.key",
                              "org2": keys / "org2-validator.key"})
     admin = load_signing_key(keys / "org1-admin.key")
-    node = NodeProcess(cfg, data, tmp_path / "node.log")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(10)
+    node = NodeProcess(cfg, data, tmp_path / "node.log",
+                       env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock")})
     try:
         client = node.start()
+        assert notify.recv(512).startswith(b"READY=1")  # systemd Type=notify
         txids = [client.submit(_register(admin, i)) for i in range(12)]
         client.wait_for(txids[-1], timeout=10)
         tx_file = tmp_path / "again.tx"
@@ -92,6 +98,7 @@ def test_cli_verify_names_tampered_block(tmp_path: Path,
         assert main(["show", "2", "--url", node.url]) == 0
     finally:
         node.stop()
+        notify.close()
     assert main(["verify", "--data-dir", str(data)]) == 0
     with sqlite3.connect(data / "ledger.sqlite") as db:
         db.execute("UPDATE txs SET data = CAST(substr(data, 1, 50) || X'01' || substr(data, 52) "
