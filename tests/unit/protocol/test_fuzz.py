@@ -8,6 +8,7 @@ and anything else would take the gateway or server down.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Callable
 
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 
 from protocol.envelope import CONTENT_TYPES, peek, verify
 from protocol.errors import ProtocolError
+from protocol.events import Event
 from protocol.messages import (
     MESSAGE_TYPES,
     DeviceState,
@@ -66,6 +68,7 @@ def every_decoder(data: bytes) -> None:
         only_protocol_errors(lambda ct=ct: decode_any(data, ct))  # type: ignore[misc]
     only_protocol_errors(lambda: DeviceState.from_json(data))
     only_protocol_errors(lambda: Prediction.from_json(data))
+    only_protocol_errors(lambda: Event.from_json(data))
 
 
 @FUZZ
@@ -81,6 +84,28 @@ def test_random_cbor_values(value: object) -> None:
     every_decoder(data)
     every_decoder(cbor2.dumps(cbor2.CBORTag(18, value)))
     only_protocol_errors(lambda: decode_tensor(value))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+json_objects = st.fixed_dictionaries(
+    {k: json_values for k in ("org", "device", "session", "seq", "probabilities", "bd_seq")},
+    optional={k: json_values for k in ("online", "model_hash", "detail", "kind", "predicted")},
+)
+
+
+@FUZZ
+@given(json_objects | json_values)
+def test_random_json(value: object) -> None:
+    data = json.dumps(value).encode()  # may contain NaN / Infinity: must be refused
+    only_protocol_errors(lambda: DeviceState.from_json(data))
+    only_protocol_errors(lambda: Prediction.from_json(data))
+    only_protocol_errors(lambda: Event.from_json(data))
 
 
 def _mutate(data: bytes, draw: st.DrawFn) -> bytes:
