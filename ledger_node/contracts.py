@@ -31,7 +31,6 @@ Authorisation rules:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
 from ledger_node.block import decode_header, quorum, verify_header_signature
@@ -347,6 +346,3 @@ def apply_tx(st: Overlay, tx: Tx, *, height: int, chain_id: str) -> None:
     _HANDLERS[tx.kind](st, tx, height)
     st.put(nkey, height)
 
-
-def body_digest(body: Mapping[str, Any]) -> str:
-    return sha256_hex(dumps(dict(body)))
