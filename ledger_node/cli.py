@@ -169,6 +169,22 @@ def verify(data_dir: Path) -> None:
         click.echo(f"equivocation seen: validator {vid} at height {h}")
 
 
+@cli.command("catch-up")
+@click.option("--data-dir", type=click.Path(path_type=Path), required=True)
+@click.option("--from", "peer_url", required=True, help="API URL of a peer node")
+def catch_up(data_dir: Path, peer_url: str) -> None:
+    """Adopt a peer's certified blocks into a stopped node (each re-executed and checked)."""
+    from ledger_node.sync import catch_up_from_peer
+
+    node = LedgerNode(data_dir)
+    try:
+        before = node.height
+        top = catch_up_from_peer(node, LedgerClient(peer_url))
+    finally:
+        node.close()
+    click.echo(f"caught up from height {before} to {top}")
+
+
 @cli.command()
 @click.argument("txid")
 @url_option

@@ -96,6 +96,12 @@ def test_cli_verify_names_tampered_block(tmp_path: Path,
         assert main(["prove", txids[4], "--url", node.url]) == 0
         assert '"valid": true' in capsys.readouterr().out
         assert main(["show", "2", "--url", node.url]) == 0
+        replica = tmp_path / "replica"
+        assert main(["init", "--genesis", str(tmp_path / "g" / "genesis.json"),
+                     "--data-dir", str(replica)]) == 0
+        assert main(["catch-up", "--data-dir", str(replica), "--from", node.url]) == 0
+        assert main(["verify", "--data-dir", str(replica)]) == 0
+        assert f"head {client.block(client.height())['hash']}" in capsys.readouterr().out
     finally:
         node.stop()
         notify.close()
