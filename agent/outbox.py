@@ -22,6 +22,19 @@ under-count); after 4 the message is durable and will be sent after restart.
 The sequence number is allocated with the message, so a crash never creates
 a gap or a duplicate ``seq`` for a message that was actually sent.
 
+``ActivationBatch.epsilon_spent`` should be ``accountant.epsilon_after(events)``
+computed before ``release``: it is exactly the value ``spend`` then records
+(the same deterministic composition), i.e. the spend including this message.
+Example (the agent's activation path)::
+
+    eps = accountant.epsilon_after(events)
+
+    def build(seq: int) -> tuple[str, bytes]:
+        msg = ActivationBatch(..., device=dev, seq=seq, ..., epsilon_spent=eps)
+        return topics.up(org, dev), seal(msg, signing_key=key, kid=dev)
+
+    outbox.release(build, events)
+
 Reset detection: the spool remembers the accountant's ``instance_id``.  A
 privacy state that was deleted (with its marker) and re-created empty is
 detected here because the spool still holds the old id (or a non-zero

@@ -2,8 +2,9 @@
 
 Run with ``python -m tests.integration.agent.transport._driver``.  It uses the
 real release path (``Accountant`` -> ``Spool`` -> ``Outbox`` -> ``PahoPublisher``)
-exactly as the agent does; only the message content is synthetic (a signed
-COSE envelope around ``{"seq", "device", "row"}``).
+exactly as the agent does, with real messages: a synthetic activation row is
+clipped and noised by ``privatize_activations`` and sent as a sealed
+``ActivationBatch`` carrying ``epsilon_spent``.
 
 Prints one line per event on stdout: ``READY``, ``RELEASED <seq> <epsilon>``,
 ``HALTED <releases> <epsilon>``, ``DRAINED``.  Exit codes: 0 all released and
@@ -13,22 +14,22 @@ drained, 3 privacy budget exhausted (after draining), 4 spool did not drain.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import nacl.signing
+import numpy as np
 
 from agent.mqtt import MqttConfig, PahoPublisher
 from agent.notify import SystemdNotifier
 from agent.outbox import Outbox
-from agent.privacy import Accountant, GaussianRelease
+from agent.privacy import Accountant, GaussianRelease, privatize_activations, secure_rng
 from agent.spool import Spool
-from protocol import envelope, topics
+from protocol import topics
 from protocol.errors import BudgetExceeded
-
-CONTENT_TYPE = "application/vnd.splitfed.test+json"
+from protocol.messages import seal
+from protocol.training import ActivationBatch, DpParams
 
 
 def main(argv: list[str]) -> int:
@@ -61,16 +62,27 @@ def main(argv: list[str]) -> int:
     notifier.ready(status=f"epsilon {accountant.epsilon:.3f}")
     print("READY", flush=True)
 
+    rng = secure_rng()
+    dp = DpParams(clip_norm=1.0, noise_multiplier=args.noise, label_mode="plain",
+                  label_epsilon=None)
+
+    events = [GaussianRelease(noise_multiplier=args.noise)]
+
     def build(seq: int) -> tuple[str, bytes]:
-        body = json.dumps({"seq": seq, "device": args.device, "row": [0.0] * 8}).encode()
-        sealed = envelope.sign(body, signing_key=key, kid=args.device, content_type=CONTENT_TYPE)
-        return topics.up(args.org, args.device), sealed
+        row = np.full((1, 8), 0.5)  # stands in for the client half's output of one window
+        noisy = privatize_activations(row, clip_norm=dp.clip_norm,
+                                      noise_multiplier=dp.noise_multiplier, rng=rng)
+        msg = ActivationBatch(session="s1", round=0, step=seq, device=args.device, seq=seq,
+                              model_hash="0" * 64, dp=dp, activations=noisy.astype(np.float32),
+                              labels=np.array([seq % 3], dtype=np.int64),
+                              epsilon_spent=accountant.epsilon_after(events))
+        return topics.up(args.org, args.device), seal(msg, signing_key=key, kid=args.device)
 
     code = 0
     while spool.next_seq() < args.total:
         notifier.watchdog()
         try:
-            rel = outbox.release(build, [GaussianRelease(noise_multiplier=args.noise)])
+            rel = outbox.release(build, events)
         except BudgetExceeded:
             print(f"HALTED {accountant.releases} {accountant.epsilon!r}", flush=True)
             notifier.status(f"halted: privacy budget {args.budget} exhausted")

@@ -19,6 +19,7 @@ from paho.mqtt.properties import Properties
 
 from deploy.broker import MosquittoBroker
 from protocol import envelope
+from protocol.training import ActivationBatch
 from tests.integration.conftest import MQTT_ORG, MQTT_USERS
 
 REPO = Path(__file__).resolve().parents[4]
@@ -39,6 +40,7 @@ class Subscriber:
         self.lock = threading.Lock()
         self.arrivals: list[int] = []        # seq of every up message, in arrival order
         self.states: list[dict[str, Any]] = []
+        self.epsilon_claimed: dict[int, float] = {}  # seq -> epsilon_spent in the message
         self.connected = threading.Event()
         c = paho.Client(CallbackAPIVersion.VERSION2, client_id="test-gateway",
                         protocol=paho.MQTTv5)
@@ -64,7 +66,12 @@ class Subscriber:
         with self.lock:
             if msg.topic.endswith("/up"):
                 env = envelope.peek(bytes(msg.payload))
-                self.arrivals.append(int(json.loads(env.payload)["seq"]))
+                if env.content_type == ActivationBatch.CONTENT_TYPE:
+                    batch = ActivationBatch.decode(env.payload)
+                    self.arrivals.append(batch.seq)
+                    self.epsilon_claimed[batch.seq] = batch.epsilon_spent
+                else:
+                    self.arrivals.append(int(json.loads(env.payload)["seq"]))
             elif msg.topic.endswith("/state"):
                 self.states.append(json.loads(msg.payload))
 

@@ -67,6 +67,10 @@ def test_kill9_loses_nothing_and_never_undercounts(tmp_path: Path, mosquitto: Mo
     assert final["releases"] >= total
     assert final["epsilon"] >= eps_for(total) - 1e-12
     assert final["epsilon"] == pytest.approx(eps_for(final["releases"]))
+    # every message states the spend including itself; the file is never below any of them
+    claimed = sub.epsilon_claimed
+    assert all(claimed[s] >= eps_for(s + 1) - 1e-12 for s in range(total))
+    assert max(claimed.values()) <= final["epsilon"]
 
 
 def test_budget_halts_at_the_right_step_and_restart_keeps_spend(

@@ -42,7 +42,9 @@ EV = [GaussianRelease(noise_multiplier=4.0)]
 def test_release_spends_then_spools_with_consecutive_seq(tmp_path: Path) -> None:
     acc, spool, pub = _parts(tmp_path)
     outbox = Outbox(acc, spool, pub)
+    claimed = acc.epsilon_after(EV)          # what the message states as epsilon_spent
     r = [outbox.release(_build, EV) for _ in range(3)]
+    assert r[0].epsilon == claimed           # ... is exactly what was recorded
     assert [x.seq for x in r] == [0, 1, 2] and pub.kicks == 3
     assert [m.payload for m in spool.peek_batch(10)] == [b"envelope 0", b"envelope 1",
                                                           b"envelope 2"]
