@@ -216,7 +216,9 @@ def peek(data: bytes, *, max_size: int = MAX_ENVELOPE_BYTES) -> Envelope:
         raise BadSignature(f"algorithm {phdr.get(HDR_ALG)!r} is not EdDSA (-8) in protected header")
     crit = phdr.get(HDR_CRIT)
     if crit is not None and (
-        not isinstance(crit, list | tuple) or not crit or any(c not in _UNDERSTOOD for c in crit)
+        not isinstance(crit, list | tuple)
+        or not crit
+        or any(type(c) not in (int, str) or c not in _UNDERSTOOD for c in crit)
     ):
         raise MalformedMessage("protected header marks a label we do not understand as critical")
     version = phdr.get(HDR_SCHEMA_VERSION)

@@ -16,7 +16,7 @@ import cbor2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol.envelope import CONTENT_TYPES, peek, verify
+from protocol.envelope import CONTENT_TYPES, peek, sig_structure, verify
 from protocol.errors import ProtocolError
 from protocol.events import Event
 from protocol.messages import (
@@ -175,3 +175,24 @@ def test_deep_nesting_and_huge_declared_lengths() -> None:
         b"\xd8\x23\x62a+",  # regular expression tag
     ):
         every_decoder(data)
+
+
+header_labels = st.sampled_from([1, 2, 3, 4, -65537, 5, -1, "x"])
+header_maps = st.dictionaries(header_labels, cbor_values, max_size=6)
+
+
+@FUZZ
+@given(header_maps, header_maps, st.booleans())
+def test_signed_envelopes_with_junk_headers(
+    phdr: dict[object, object], uhdr: dict[object, object], good_base: bool
+) -> None:
+    """Correctly signed envelopes whose headers hold anything: still only ProtocolError."""
+    base: dict[object, object] = (
+        {1: -8, 3: "application/vnd.splitfed.command+cbor", 4: b"dev-01", -65537: 1}
+        if good_base
+        else {}
+    )
+    protected = cbor2.dumps({**base, **phdr})
+    payload = cbor2.dumps({"a": 1})
+    signature = DEVICE_KEY.sign(sig_structure(protected, payload)).signature
+    every_decoder(cbor2.dumps(cbor2.CBORTag(18, [protected, uhdr, payload, signature])))
