@@ -220,3 +220,13 @@ def test_peek_rejects_non_bytes() -> None:
     with pytest.raises(MalformedMessage):
         peek("not bytes")  # type: ignore[arg-type]
     assert env_mod.HDR_SCHEMA_VERSION < -65536  # private-use label range of IANA's registry
+
+
+def test_sig_structure_matches_the_cose_wg_example() -> None:
+    # cose-wg/Examples eddsa-examples/eddsa-sig-02.json, "ToBeSign_hex": protected {1: -8},
+    # payload "This is the content.", empty external AAD.
+    expected = bytes.fromhex(
+        "846A5369676E61747572653143A10127405454686973206973207468652063"
+        "6F6E74656E742E"
+    )
+    assert sig_structure(bytes.fromhex("A10127"), b"This is the content.") == expected
