@@ -60,7 +60,7 @@ from paho.mqtt.properties import Properties
 from agent.spool import Spool
 from protocol import topics
 from protocol.control import DeviceState
-from protocol.errors import ConfigError, SpoolError, TransportError
+from protocol.errors import ConfigError, SpoolError, TopicError, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class MqttConfig:
             problems.append(f"port {self.port} out of range")
         try:
             topics.state(self.org, self.device)
-        except Exception as exc:  # TopicError: bad org/device id
+        except TopicError as exc:
             problems.append(str(exc))
         if self.password_file is not None and self.username is None:
             problems.append("password_file needs username")
