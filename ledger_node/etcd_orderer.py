@@ -131,6 +131,12 @@ class EtcdOrderer:
             if not kvs:
                 return
             for key, value, rev in kvs:
+                # one entry per revision: our writers create one key per etcd txn. A client
+                # that creates several log keys in one etcd txn may make nodes order them
+                # differently; their headers then differ and no certificate forms (the chain
+                # stalls, it does not fork). Keeping only the first seen bounds the damage.
+                if rev <= self._rev:
+                    continue
                 self._entry(key, value, rev)
                 self._rev = rev
             if len(kvs) < 500:
