@@ -6,18 +6,12 @@ The reference is :mod:`models.reference`: stock Keras layers and
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
-
-pytestmark = pytest.mark.tf
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    import keras
-    import tensorflow as tf
+import tensorflow as tf
 
 from models.export import convert_half, export_pair
 from models.manifest import Manifest, artifact_dir, file_sha256, load_manifest
@@ -27,6 +21,8 @@ from models.spec import ZOO, ModelSpec, model_spec
 from models.tflite_ops import check_builtin_only
 from models.zoo import initial_weights
 from protocol.errors import ModelError
+
+pytestmark = pytest.mark.tf
 
 INPUT = (2, 64)
 CLASSES = 5
@@ -85,7 +81,7 @@ def test_litert_gradients_match_tf_autodiff(exported: dict[tuple[str, int], Mani
         assert p.shape == (batch, *ref_grads[j].shape)
         np.testing.assert_allclose(p.sum(axis=0), ref_grads[j], rtol=1e-4, atol=1e-7)
     # per-sample gradients are the gradients of each row's own term (batch of one, scaled)
-    one_loss, one_grads, _ = reference_gradients(spec, ws, x[:1], y[:1], cut)
+    _, one_grads, _ = reference_gradients(spec, ws, x[:1], y[:1], cut)
     for j in range(len(per_sample)):
         np.testing.assert_allclose(per_sample[j][0] * batch, one_grads[j], rtol=1e-4, atol=1e-6)
     before = client.get_weights()

@@ -46,10 +46,10 @@ def test_padding_is_invisible(m: Manifest) -> None:
     g_full[:3] = grad
     per_full = client.grads(x, g_full)
     per_short = client.grads(x[:3], grad)
-    for a, b in zip(per_short, per_full, strict=True):
-        assert a.shape[0] == 3
-        np.testing.assert_allclose(a, b[:3], rtol=1e-5, atol=1e-7)
-        np.testing.assert_array_equal(b[3:], 0.0)
+    for short, long in zip(per_short, per_full, strict=True):
+        assert short.shape[0] == 3
+        np.testing.assert_allclose(short, long[:3], rtol=1e-5, atol=1e-7)
+        np.testing.assert_array_equal(long[3:], 0.0)
 
 
 @pytest.mark.parametrize("m", ARTIFACTS, ids=IDS)
@@ -139,12 +139,12 @@ def test_server_training_lowers_loss_and_reset_optimizer() -> None:
     client = ClientRuntime.from_manifest(m)
     server = ServerRuntime.from_manifest(m)
     x, y = _batch(m, 16, seed=3)
-    first = None
+    losses = []
     for _ in range(30):
         loss, g = server.train(client.forward(x), y, lr=5e-3)
         client.backward(x, g, lr=0.1)
-        first = loss if first is None else first
-    assert loss < 0.5 * first
+        losses.append(loss)
+    assert losses[-1] < 0.5 * losses[0]
     w = server.get_weights()
     server.reset_optimizer()
     server.train(client.forward(x), y, lr=0.0)  # lr 0: fresh Adam moves nothing
