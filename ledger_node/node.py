@@ -99,6 +99,7 @@ class LedgerNode:
             if self.validators().get(vid) != bytes(self._keys[vid].verify_key).hex():
                 raise LedgerError(f"held key for {vid!r} is not that validator's key")
         self._refresh_certified()
+        self._sign_missing()
 
     @staticmethod
     def init(data_dir: str | Path, genesis: Genesis) -> None:
@@ -270,6 +271,21 @@ class LedgerNode:
             return Evidence(validator=validator, height=hdr.height, header_a=a[0], sig_a=a[1],
                             header_b=b[0], sig_b=b[1])
         return None
+
+    def _sign_missing(self) -> None:
+        """After a crash between a block commit and its signature: sign it now.
+
+        Safe: the header is this node's own, persisted one; a height where a held
+        validator already signed a *different* header is skipped.
+        """
+        for h in range(self._certified_height + 1, self._height + 1):
+            hb = self.header_bytes(h)
+            hh = decode_header(hb).hash()
+            rows = self.storage.sigs(h)
+            for vid, key in sorted(self._keys.items()):
+                if not any(v == vid for v, _, _, _ in rows):
+                    self.storage.add_sig(h, vid, hh, hb, sign_header(hb, key))
+        self._refresh_certified()
 
     def _refresh_certified(self) -> None:
         need = quorum(len(self.validators()))

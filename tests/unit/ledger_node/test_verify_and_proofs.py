@@ -110,3 +110,18 @@ def test_double_signing_is_evidence(node: LedgerNode, consortium: Consortium) ->
     assert rec["validator"] == "org3" and len(rec["header_hashes"]) == 2
     with pytest.raises(CertificateError):
         node.add_signature("org3", fake, sign_header(fake, consortium.keys["org2/validator"]))
+
+
+def test_restart_signs_a_block_committed_just_before_a_crash(
+        node: LedgerNode, consortium: Consortium, tmp_path: Path) -> None:
+    _build(node, consortium)
+    node.close()
+    with sqlite3.connect(tmp_path / "n1" / DB_NAME) as db:  # the crash lost block 3's sigs
+        db.execute("DELETE FROM sigs WHERE height = 3")
+    reopened = LedgerNode(tmp_path / "n1", validator_keys=consortium.validator_keys())
+    try:
+        assert reopened.certified_height == 3 and len(reopened.certificate(3)) == 3
+    finally:
+        reopened.close()
+    node.storage = type(node.storage)(tmp_path / "n1" / DB_NAME)
+    assert verify_chain(tmp_path / "n1").certified_height == 3
