@@ -152,6 +152,8 @@ class GatewayApp:
                     del self._pending_models[version]
                     continue
                 if rec.version == version and rec.weights_sha256 == ann.weights_sha256:
+                    if self.ledger.certified_height() < rec.height:
+                        continue  # devices need the finality certificate: wait for it
                     proof = proof_for(self.ledger, rec.txid)
                     final = ModelAnnouncement(
                         session=ann.session,

@@ -99,6 +99,7 @@ class ServerApp:
             version=0 if latest is None else latest.version,
         )
         self._pending: list[SubmitTx] = []
+        self._finalise_txid: str | None = None
         self.link = PahoLink(config.mqtt, subscriptions=[topics.central_filter("up")])
         self.metrics_server: MetricsServer | None = None
 
@@ -110,6 +111,9 @@ class ServerApp:
                 self._pending.append(a)
         while self._pending:
             tx = self._pending[0]
+            if tx.kind == "model_finalise" and not self._finalise_due():
+                self._pending.pop(0)  # one finalise in flight at a time
+                continue
             try:
                 txid = self.ledger.submit(
                     make_tx(
@@ -121,10 +125,24 @@ class ServerApp:
                     )
                 )
                 log.info("%s submitted: %s", tx.kind, txid[:16])
+                if tx.kind == "model_finalise":
+                    self._finalise_txid = txid
             except LedgerError as exc:
                 log.warning("%s not submitted yet: %s", tx.kind, exc)
                 return
             self._pending.pop(0)
+
+    def _finalise_due(self) -> bool:
+        """False while a submitted finalise tx has no receipt yet; logs an invalid one."""
+        if self._finalise_txid is None:
+            return True
+        r = self.ledger.receipt(self._finalise_txid)
+        if r is None:
+            return False
+        if not r.valid:
+            log.error("model_finalise %s was marked invalid: %s", r.txid[:16], r.reason)
+        self._finalise_txid = None
+        return True
 
     def _poll(self) -> None:
         now = time.monotonic()

@@ -227,6 +227,7 @@ class ServerCore:
         except AggregationError as exc:
             log.error("aggregation failed: %s", exc)
             res = None
+        loss = self.trainer.mean_loss()
         server_w = self.trainer.end_round()
         if res is None or res.weights is None:
             log.warning(
@@ -260,7 +261,7 @@ class ServerCore:
                 "version": ver,
                 "groups": list(res.groups),
                 "refused": dict(res.refused),
-                "loss": self.trainer.mean_loss(),
+                "loss": loss,
             }
         )
         self.phase = Phase.PROPOSED
@@ -330,6 +331,8 @@ class ServerCore:
                         "session_id": p.session_id,
                         "version": p.version,
                         "weights_sha256": p.weights_sha256,
+                        "client_sha256": p.client_sha256,
+                        "server_sha256": p.server_sha256,
                     },
                 )
             ]
