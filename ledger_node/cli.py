@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
-        return EXIT_USAGE
+        return int(exc.exit_code)  # 2 for usage errors, as every splitfed CLI
     except click.exceptions.Abort:
         return EXIT_FAILURE
     except (ConfigError, KeyFileError) as exc:
