@@ -263,7 +263,10 @@ class GatewayApp:
                 self.metrics, host=self.config.metrics_host, port=self.config.metrics_port
             )
         self._poll_ledger()
+        last = self.journal.latest_round(self.config.session)
+        resumed = [] if last is None else self.core.resume(self.config.session, last)
         self.link.connect()
+        self._execute(resumed)
 
     def run(self) -> None:
         """Process messages until :meth:`stop`."""

@@ -326,6 +326,23 @@ class GatewayCore:
         out.append(self._event("round_started", session=session, round=round_no))
         return out
 
+    def resume(self, session: str, round_no: int) -> list[Action]:
+        """After a restart: continue the journaled round ``round_no`` if it was still open."""
+        restored = GatewayRound.restore(
+            org=self.org, session=session, round_no=round_no, journal=self._journal
+        )
+        if restored is None or restored.phase is not Phase.OPEN:
+            return []
+        for dev, seq in restored.seen_items():
+            self.pipeline.replay.observe(dev, seq)
+        self.round = restored
+        self.metrics.set("round", round_no)
+        return [
+            self._event(
+                "round_resumed", session=session, round=round_no, envelopes=restored.leaf_count
+            )
+        ]
+
     def close_round(self, session: str, round_no: int) -> list[Action]:
         """Aggregate the group, build the record and the group upload; idempotent."""
         rnd = self.round

@@ -296,3 +296,112 @@ def test_gateway_admits_honest_rejects_attacks_and_records_round(
         dev.close()
         server.close()
         app.close()
+
+
+def test_gateway_restart_mid_round_counts_each_message_once(
+    tmp_path: Path,
+    ledger: tuple[LedgerClient, Consortium],
+    mosquitto_factory: Callable[..., MosquittoBroker],
+) -> None:
+    client, c = ledger
+    m = _manifest()
+    b = Batches(m)
+    assert client.submit_and_wait(
+        c.tx(
+            "server",
+            "session_create",
+            session_body(
+                client_sha256=m.client_sha256, server_sha256=m.server_sha256, groups={ORG: [ORG]}
+            ),
+        )
+    ).valid
+    for d in ("d1", "d2"):
+        assert client.submit_and_wait(c.register(ORG, d)).valid
+    dk = {d: c.devices[f"{ORG}/{d}"] for d in ("d1", "d2")}
+    broker = mosquitto_factory()
+    keyfile = save_signing_key(c.keys[f"{ORG}/gateway"], tmp_path / "keys" / "gw.key")
+    raw = {
+        "gateway": {
+            "org": ORG,
+            "session": "s1",
+            "signing_key": str(keyfile),
+            "state_dir": str(tmp_path / "gw-state"),
+        },
+        "ledger": {"url": client.base_url, "chain_id": c.genesis.chain_id, "poll_interval_s": 0.1},
+        "mqtt": {"port": broker.port, "client_id": "gw-org1"},
+    }
+    server = PahoLink(
+        MqttSettings(port=broker.port, client_id="srv"), subscriptions=[topics.central_up(ORG)]
+    )
+    dev = PahoLink(MqttSettings(port=broker.port, client_id="devs"), subscriptions=[])
+    msgs = [
+        b.act("d1", 1, dk["d1"]),
+        b.act("d2", 1, dk["d2"], eps=0.4),
+        b.act("d1", 2, dk["d1"], eps=0.7),
+        b.act("d2", 2, dk["d2"], eps=0.8),
+    ]
+    forwarded: list[bytes] = []
+
+    def drain() -> int:
+        while not server.inbox.empty():
+            item = server.inbox.get()
+            server.ack(item)
+            forwarded.append(item.payload)
+        return len(forwarded)
+
+    def run_gateway() -> tuple[GatewayApp, threading.Thread]:
+        app = GatewayApp(parse_config(raw, env={}))
+        app.start()
+        t = threading.Thread(target=app.run, name="gateway-app")
+        t.start()
+        return app, t
+
+    def stop(app: GatewayApp, t: threading.Thread) -> None:
+        app.stop()
+        t.join(timeout=10)
+        app.close()
+
+    app, thread = run_gateway()
+    try:
+        server.connect()
+        dev.connect()
+        _wait(lambda: app.core.policy is not None, "session policy")
+        server.publish(
+            topics.central_down(ORG),
+            seal(
+                Command(session="s1", round=0, device=None, kind="start_round", seq=1),
+                signing_key=c.keys["server"],
+                kid="server",
+            ),
+        )
+        _wait(lambda: app.core.round is not None, "round open")
+        for data in msgs[:2]:
+            dev.publish(topics.up(ORG, envelope.peek(data).kid), data)
+        _wait(lambda: drain() == 2, "first two forwarded")
+        stop(app, thread)  # the gateway goes down mid-round
+        # while it is down: two new batches and a redelivery of one it already counted
+        dev.publish(topics.up(ORG, "d1"), msgs[2])
+        dev.publish(topics.up(ORG, "d1"), msgs[0])
+        dev.publish(topics.up(ORG, "d2"), msgs[3])
+        app, thread = run_gateway()  # same state dir, same MQTT client id (persistent session)
+        _wait(lambda: drain() == 4, "queued batches forwarded after the restart")
+        _wait(lambda: app.metrics.value("duplicates", {"device": "d1"}) == 1, "duplicate seen")
+        server.publish(
+            topics.central_down(ORG),
+            seal(
+                Command(session="s1", round=0, device=None, kind="stop_round", seq=2),
+                signing_key=c.keys["server"],
+                kid="server",
+            ),
+        )
+        _wait(lambda: client.state(f"round/s1/0/{ORG}/{ORG}") is not None, "round record")
+        rec = client.state(f"round/s1/0/{ORG}/{ORG}")
+        assert rec["envelope_count"] == 4
+        assert rec["envelopes_root"] == merkle_root(msgs).hex()
+        assert rec["devices"]["d1"]["samples"] == 8 and rec["devices"]["d2"]["samples"] == 8
+        assert client.device_spend("s1", f"{ORG}/d2") == pytest.approx(0.8)
+        assert len(forwarded) == 4  # nothing forwarded twice
+    finally:
+        stop(app, thread)
+        dev.close()
+        server.close()
