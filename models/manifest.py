@@ -57,11 +57,11 @@ class Manifest:
     client_weight_shapes: tuple[Shape, ...]
     server_weight_shapes: tuple[Shape, ...]
     dataset: str
-    window: dict[str, Any]
+    window: dict[str, Any] = field(hash=False)
     input_dtype: str = "float32"
     activation_dtype: str = "float32"
     label_dtype: str = "int32"
-    optimizer: dict[str, Any] = field(default_factory=dict)
+    optimizer: dict[str, Any] = field(default_factory=dict, hash=False)
     seed: int = 0
     format_version: int = FORMAT_VERSION
     location: Path | None = field(default=None, compare=False)  # directory it was loaded from

@@ -13,7 +13,9 @@ at load time and pad the rest with zeros (client gradients) or label ``-1``
 (server: excluded from the loss and its gradient); outputs are cut back to
 ``B`` rows. The interpreter therefore never resizes or reallocates tensors on
 the hot path (LiteRT's ``AllocateTensors`` is a no-op when shapes are
-unchanged). A padded call costs what a ``max_batch`` call costs.
+unchanged). A padded call costs what a ``max_batch`` call costs, except that
+``forward`` and ``predict`` of a single window use the batch-1 signatures
+``forward_single`` / ``predict_single`` (same weights) when the artifact has them.
 
 Thread safety: every public method takes the runtime's internal lock, so a
 runtime may be shared between threads; calls are serialised (LiteRT
@@ -162,6 +164,7 @@ class ClientRuntime(_Runtime):
         super().__init__(manifest, manifest.client_file, manifest.client_sha256, num_threads)
         b = manifest.max_batch
         self._x = np.zeros((b, *manifest.input_shape), np.float32)
+        self._x1 = np.zeros((1, *manifest.input_shape), np.float32)
         self._g = np.zeros((b, *manifest.activation_shape), np.float32)
 
     @classmethod
@@ -186,6 +189,10 @@ class ClientRuntime(_Runtime):
         """Activations ``(B, *activation_shape)`` for normalised windows ``x`` ``(B, C, L)``."""
         b = self._rows(x, self.manifest.input_shape, "x")
         with self._lock:
+            if b == 1 and "forward_single" in self._runners:
+                self._x1[:] = x
+                single: np.ndarray = self._run("forward_single", x=self._x1)["activations"]
+                return single
             self._fill(self._x, x, b)
             out = self._run("forward", x=self._x)["activations"]
         return out[:b]
@@ -230,6 +237,7 @@ class ServerRuntime(_Runtime):
         super().__init__(manifest, manifest.server_file, manifest.server_sha256, num_threads)
         b = manifest.max_batch
         self._a = np.zeros((b, *manifest.activation_shape), np.float32)
+        self._a1 = np.zeros((1, *manifest.activation_shape), np.float32)
         self._y = np.full((b,), -1, np.int32)
 
     @classmethod
@@ -259,6 +267,11 @@ class ServerRuntime(_Runtime):
         """Class probabilities ``(B, num_classes)``."""
         b = self._rows(activations, self.manifest.activation_shape, "activations")
         with self._lock:
+            if b == 1 and "predict_single" in self._runners:
+                self._a1[:] = activations
+                single: np.ndarray = self._run("predict_single", activations=self._a1)[
+                    "probabilities"]
+                return single
             self._fill(self._a, activations, b)
             out = self._run("predict", activations=self._a)["probabilities"]
         return out[:b]

@@ -18,8 +18,9 @@ that LiteRT's builtin op set does not have. The pieces:
 * Per-sample weight gradients (DP-SGD) are batched matmuls with equal batch
   dimensions (no broadcasting).
 
-Every signature has a fixed batch dimension ``max_batch``; the runtime pads
-smaller batches. Padded rows are marked with label ``-1`` on the server (a
+Every signature has a fixed batch dimension: ``max_batch``, except
+``forward_single`` / ``predict_single`` (batch 1, for per-window inference);
+the runtime pads other smaller batches. Padded rows are marked with label ``-1`` on the server (a
 zero one-hot row, excluded from the mean loss) and get a zero upstream
 gradient on the client, so they never change a weight.
 
@@ -91,7 +92,7 @@ class _Half(tf.Module):  # type: ignore[misc]
     # ---- forward / backward, all builtin ops ----
     def _forward(self, h: Tensor) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
         """Return the output and, per layer, (layer input as 2-D/cols, pre-activation)."""
-        b = self.max_batch
+        b = int(h.shape[0])  # static: every signature has a fixed batch size
         caches = []
         for j, layer in enumerate(self.layers):
             kern, bias = self.w[2 * j], self.w[2 * j + 1]
@@ -113,7 +114,7 @@ class _Half(tf.Module):  # type: ignore[misc]
     def _backward(self, caches: list[tuple[Tensor, Tensor]], dy: Tensor, *, per_sample: bool,
                   need_dx: bool) -> tuple[Tensor | None, list[Tensor]]:
         """Back-propagate ``dy``; weight gradients summed over the batch or per sample."""
-        b = self.max_batch
+        b = int(dy.shape[0])
         grads: list[Tensor] = [None] * len(self.w)
         d = dy
         for j in reversed(range(len(self.layers))):
@@ -167,10 +168,12 @@ class ClientHalf(_Half):
         super().__init__(spec, 0, cut, weights, max_batch=max_batch, name="client")
         channels, length = spec.input_shape
         x = tf.TensorSpec([max_batch, channels, length], tf.float32, name="x")
+        x1 = tf.TensorSpec([1, channels, length], tf.float32, name="x")
         g = tf.TensorSpec([max_batch, *self.out_shape], tf.float32, name="grad")
         lr = tf.TensorSpec([], tf.float32, name="lr")
         self.sig_fns = {
             "forward": tf.function(self._sig_forward, input_signature=[x]),
+            "forward_single": tf.function(self._sig_forward, input_signature=[x1]),
             "backward": tf.function(self._sig_backward, input_signature=[x, g, lr]),
             "grads": tf.function(self._sig_grads, input_signature=[x, g]),
             "apply": tf.function(self._sig_apply,
@@ -223,11 +226,13 @@ class ServerHalf(_Half):
                   for j, v in enumerate(self.w)]
         self.step = tf.Variable(np.float32(0.0), name="step")
         a = tf.TensorSpec([max_batch, *self.in_shape], tf.float32, name="activations")
+        a1 = tf.TensorSpec([1, *self.in_shape], tf.float32, name="activations")
         y = tf.TensorSpec([max_batch], tf.int32, name="labels")
         lr = tf.TensorSpec([], tf.float32, name="lr")
         self.sig_fns = {
             "train": tf.function(self._sig_train, input_signature=[a, y, lr]),
             "predict": tf.function(self._sig_predict, input_signature=[a]),
+            "predict_single": tf.function(self._sig_predict, input_signature=[a1]),
             "get_weights": tf.function(self._weights_dict, input_signature=[]),
             "set_weights": tf.function(self._sig_set, input_signature=self.weight_specs("w")),
             "reset_optimizer": tf.function(self._sig_reset, input_signature=[]),

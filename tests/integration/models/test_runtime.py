@@ -37,6 +37,7 @@ def test_padding_is_invisible(m: Manifest) -> None:
     # server loss on 3 rows equals the cross-entropy of predict() on those rows
     probs = server.predict(full[:3])
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(server.predict(full[:1]), probs[:1], rtol=1e-5, atol=1e-7)
     expected = -np.mean(np.log(probs[np.arange(3), y[:3]]))
     loss, grad = server.train(full[:3], y[:3], lr=0.0)
     assert grad.shape == (3, *m.activation_shape)

@@ -8,8 +8,10 @@ from models.manifest import list_artifacts
 from models.tflite_ops import check_builtin_only, format_model_info, read_model_info
 from protocol.errors import ModelError
 
-CLIENT_SIGS = {"forward", "backward", "grads", "apply", "get_weights", "set_weights"}
-SERVER_SIGS = {"train", "predict", "get_weights", "set_weights", "reset_optimizer"}
+CLIENT_SIGS = {"forward", "forward_single", "backward", "grads", "apply", "get_weights",
+               "set_weights"}
+SERVER_SIGS = {"train", "predict", "predict_single", "get_weights", "set_weights",
+               "reset_optimizer"}
 
 
 @pytest.mark.parametrize("m", list_artifacts(), ids=lambda m: f"{m.model_id}-cut{m.cut}")
@@ -25,6 +27,8 @@ def test_committed_artifacts_are_builtin_only(m: object) -> None:
     fwd_in, fwd_out = client.signatures["forward"]
     assert [(t.name, t.shape, t.dtype) for t in fwd_in] == [("x", (b, *m.input_shape), "float32")]
     assert fwd_out[0].shape == (b, *m.activation_shape)
+    assert client.signatures["forward_single"][0][0].shape == (1, *m.input_shape)
+    assert server.signatures["predict_single"][1][0].shape == (1, m.num_classes)
     train_in, train_out = server.signatures["train"]
     assert {t.name: t.dtype for t in train_in} == {
         "activations": "float32", "labels": "int32", "lr": "float32"}
