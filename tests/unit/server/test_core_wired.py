@@ -265,3 +265,84 @@ def test_rejected_proposal_keeps_previous_version() -> None:
     out = server.tick(now=16.0)  # nothing arrived: no aggregate -> next round, same version
     assert server.phase is Phase.TRAINING and server.round == 1 and server.version == 3
     assert not any(isinstance(a, SubmitTx) for a in out)
+
+
+def test_quorum_rejection_reverts_to_the_finalised_halves() -> None:
+    server_key = _keys("server")
+    gw = _keys("o1.gw")
+    plan = SessionPlan(
+        session="s",
+        rounds=5,
+        groups={"o1": "o1"},
+        model_id="m",
+        cut=1,
+        client_sha256=CLIENT,
+        server_sha256=SERVER_SHA,
+        client_weight_shapes=W_SHAPES,
+    )
+    trainer = SplitTrainer(mode=SflMode.SFLV1, groups=["o1"], make_half=FakeHalf, lr=0.3)
+    start_client = (np.zeros(4, np.float32),)
+    server = ServerCore(
+        plan=plan,
+        signing_key=server_key,
+        gateway_keys={"o1": gw.verify_key},
+        registry=CachedRegistry(StaticRegistry()),
+        trainer=trainer,
+        client_weights=start_client,
+        evaluator=lambda c, s: 0.4,
+        round_policy=RoundPolicy(min_devices=1, deadline_s=10),
+        metrics=MetricsRegistry(),
+        version=2,
+    )
+    server.start_round(0, now=0.0)
+    a, y = _sample(16, np.random.default_rng(0))
+    trainer.train("o1", a, y)
+    server.tick(now=10.0)  # deadline -> collecting
+    corrupted = ClientWeights(
+        session="s",
+        round=0,
+        device="o1.gateway",
+        seq=1,
+        model_hash=CLIENT,
+        num_samples=16,
+        weights=(np.full(4, 1e6, np.float32),),
+        weights_dp="unprotected",
+        epsilon_spent=0.0,
+    )
+    assert (
+        server.on_central_up(
+            topics.central_up("o1"), seal(corrupted, signing_key=gw, kid="o1.gateway")
+        )
+        == []
+    )
+    out = server.tick(now=11.0)
+    prop = next(x for x in out if isinstance(x, SubmitTx) and x.kind == "model_propose")
+    assert prop.body["version"] == 3
+    assert server.on_proposal_status(ProposalStatus.PENDING, now=12.0) == []
+    out = server.on_proposal_status(ProposalStatus.REJECTED, now=13.0)
+    assert server.version == 2 and server.round == 1 and server.phase is Phase.TRAINING
+    np.testing.assert_array_equal(server.client_weights[0], start_client[0])
+    np.testing.assert_array_equal(trainer.weights()[0], FakeHalf().w)  # server half reverted
+    assert not any(isinstance(x, SubmitTx) for x in out)  # nothing finalised
+    # the next proposal gets a fresh version number, above the rejected one
+    server.tick(now=30.0)
+    server.on_central_up(
+        topics.central_up("o1"),
+        seal(
+            ClientWeights(
+                session="s",
+                round=1,
+                device="o1.gateway",
+                seq=2,
+                model_hash=CLIENT,
+                num_samples=16,
+                weights=(np.zeros(4, np.float32),),
+                weights_dp="unprotected",
+                epsilon_spent=0.0,
+            ),
+            signing_key=gw,
+            kid="o1.gateway",
+        ),
+    )
+    out = server.tick(now=31.0)
+    assert next(x for x in out if isinstance(x, SubmitTx)).body["version"] == 4
