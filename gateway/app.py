@@ -15,6 +15,7 @@ never fatal; ``stop()`` ends the loop from any thread (SIGTERM in the CLI).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import queue
@@ -172,10 +173,26 @@ class GatewayApp:
                         retain=True,
                     )
                     log.info("published finalised model version %d", version)
+                    self._publish_event(
+                        "model_published",
+                        session=ann.session,
+                        version=version,
+                        weights_sha256=ann.weights_sha256,
+                        height=rec.height,
+                    )
             except (LedgerError, SplitfedError) as exc:
                 log.warning("model %d not announced yet: %s", version, exc)
                 continue
             del self._pending_models[version]
+
+    def _publish_event(self, kind: str, **fields: Any) -> None:
+        body = {
+            "event": kind,
+            "org": self.config.org,
+            "block_height": self.core.block_height,
+            **fields,
+        }
+        self.link.publish(topics.events(self.config.org), json.dumps(body, sort_keys=True).encode())
 
     def _vote(self, ann: ModelAnnouncement, server_weights: tuple[Any, ...]) -> None:
         """Validator organisations: evaluate the candidate on own held-out data and vote."""
@@ -221,6 +238,13 @@ class GatewayApp:
             )
             if accept:
                 self._baseline = acc
+            self._publish_event(
+                "model_vote",
+                session=ann.session,
+                version=ann.version,
+                accept=accept,
+                accuracy=acc if math.isfinite(acc) else None,
+            )
             self.metrics.inc("votes", {"accept": str(accept).lower()})
             log.info(
                 "voted %s on version %d (accuracy %.4f on own held-out data)",

@@ -10,6 +10,7 @@ checking its ledger proof (certified header + inclusion + weights hash).
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -301,9 +302,14 @@ def test_two_orgs_two_devices_train_rounds(
         )
         for i, (org, d) in enumerate((o, d) for o in ORGS for d in ("d1", "d2"))
     ]
+    events = PahoLink(
+        MqttSettings(port=broker.port, client_id="integrator"),
+        subscriptions=[topics.events(o) for o in ORGS],
+    )
     apps: list[GatewayApp | ServerApp] = [*gateways, server]
     threads = [threading.Thread(target=a.run, name=f"app-{i}") for i, a in enumerate(apps)]
     try:
+        events.connect()
         for gw in gateways:
             gw.start()
         for dev in devices:  # connect and publish the retained birth, as agents do
@@ -342,6 +348,35 @@ def test_two_orgs_two_devices_train_rounds(
         for dev in devices:
             assert client.device_spend("s1", f"{dev.org}/{dev.name}") == pytest.approx(dev.eps)
         assert [mr.version for mr in client.models("s1")] == list(range(1, ROUNDS + 1))
+        # integrators see rounds, votes (own held-out accuracy), published versions, epsilon
+        seen: list[dict[str, object]] = []
+
+        def got_all() -> bool:
+            while not events.inbox.empty():
+                item = events.inbox.get()
+                events.ack(item)
+                seen.append(json.loads(item.payload))
+            kinds = {(e["org"], e["event"]) for e in seen}
+            finished = [e for e in seen if e["event"] == "round_finished"]
+            return len(finished) == ROUNDS * len(ORGS) and all(
+                (o, k) in kinds
+                for o in ORGS
+                for k in (
+                    "round_started",
+                    "round_finished",
+                    "model_vote",
+                    "model_published",
+                    "device_birth",
+                )
+            )
+
+        _wait(got_all, "events for integrators")
+        fin = [e for e in seen if e["event"] == "round_finished" and e["org"] == "org1"]
+        assert fin[-1]["epsilon"] == {
+            "d1": pytest.approx(devices[0].eps),
+            "d2": pytest.approx(devices[1].eps),
+        }
+        assert all(isinstance(e["accuracy"], float) for e in seen if e["event"] == "model_vote")
     finally:
         for a in apps:
             a.stop()
@@ -350,5 +385,6 @@ def test_two_orgs_two_devices_train_rounds(
                 t.join(timeout=15)
         for dev in devices:
             dev.link.close()
+        events.close()
         for a in apps:
             a.close()
