@@ -264,6 +264,10 @@ class GatewayApp:
                 if s is not None:
                     m = find_manifest(s.client_sha256, self.config.manifest)
                     self.core.set_policy(policy_from_session(s, m))
+                    # commands also reach registered devices whose birth was not seen yet
+                    for d in self.ledger.devices(self.config.org):
+                        if not d.revoked:
+                            self.core.devices.setdefault(d.device, False)
                     log.info("session %s loaded (client %s)", s.session_id, s.client_sha256[:12])
         except LedgerError as exc:
             log.warning("ledger unreachable: %s", exc)
