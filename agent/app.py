@@ -131,7 +131,8 @@ class AgentApp:
                                      state_path=config.accountant_path,
                                      adjacency=config.privacy.adjacency)
         self.inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=1024)
-        self.publisher = PahoPublisher(config.mqtt, self.spool, on_message=self._on_message)
+        self.publisher = PahoPublisher(config.mqtt, self.spool, on_message=self._on_message,
+                                       state_detail=self._state_detail)
         self.outbox = Outbox(self.accountant, self.spool, self.publisher)
         self.notifier = notifier or SystemdNotifier()
         self.windows: queue.Queue[Window] = queue.Queue(maxsize=256)
@@ -187,6 +188,7 @@ class AgentApp:
             self._sensors = None
         self.publisher.close()
         self._write_status()
+        self.accountant.close()
         self.spool.close()
 
     def run(self) -> None:
@@ -348,6 +350,7 @@ class AgentApp:
             log.error("privacy budget exhausted, no further releases: %s", reason)
         self.round.halt(reason)
         self.notifier.status(f"halted: {reason}")
+        self.publisher.update_state()  # retained birth now says halted
 
     def _release(self, prepared: Prepared, *, round_no: int, step: int,
                  session: str) -> int | None:
@@ -434,6 +437,10 @@ class AgentApp:
         return True
 
     # -- status ---------------------------------------------------------------------
+    def _state_detail(self) -> dict[str, str | int | float]:
+        """Extra fields of the retained birth message (no secrets, no data)."""
+        return self.outbox.state_detail()
+
     def status(self) -> dict[str, Any]:
         sensors = self._sensors.counters() if self._sensors is not None else {}
         plan = self.round.plan
