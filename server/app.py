@@ -33,6 +33,7 @@ from server.config import ServerConfig
 from server.core import Phase, ServerCore, SessionPlan, SubmitTx
 from server.proposals import proposal_status
 from server.sfl import SflMode, SplitTrainer
+from server.state import load_finalised, save_finalised
 
 __all__ = ["ServerApp"]
 
@@ -98,6 +99,20 @@ class ServerApp:
             start_seq=time.time_ns() // 1000,
             version=0 if latest is None else latest.version,
         )
+        if latest is not None and config.state_dir is not None:
+            halves = load_finalised(
+                config.state_dir, version=latest.version, weights_sha256=latest.weights_sha256
+            )
+            if halves is not None:
+                self.core.load_finalised(latest.version, *halves)
+                log.info("resumed from finalised version %d", latest.version)
+            else:
+                log.warning(
+                    "no saved halves for finalised version %d: starting from the "
+                    "artifact's initial weights",
+                    latest.version,
+                )
+        self._saved_version = self.core.version
         self._pending: list[SubmitTx] = []
         self._finalise_txid: str | None = None
         self.link = PahoLink(config.mqtt, subscriptions=[topics.central_filter("up")])
@@ -160,6 +175,9 @@ class ServerApp:
                     validators=len(self.ledger.validators()),
                 )
                 self._execute(self.core.on_proposal_status(status, now))
+            if self.config.state_dir is not None and self.core.version != self._saved_version:
+                save_finalised(self.config.state_dir, *self.core.finalised_halves())
+                self._saved_version = self.core.version
         except LedgerError as exc:
             log.warning("ledger unreachable: %s", exc)
 

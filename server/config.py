@@ -10,6 +10,7 @@ environment. Example::
     data_dir = "/var/lib/splitfed/data"      # held-out set: <dataset>_TEST.ts
     manifest = "/usr/share/splitfed/models/cnn1d/cut1/manifest.json"   # optional
     lr = 0.001
+    state_dir = "/var/lib/splitfed-server"   # finalised halves survive a restart
 
     [round]
     min_devices = 2
@@ -59,7 +60,15 @@ from server.round_policy import RoundPolicy
 __all__ = ["ServerConfig", "SessionSpec", "load_config", "parse_config"]
 
 _SECTIONS: dict[str, set[str]] = {
-    "server": {"session", "signing_key", "data_dir", "manifest", "lr", "poll_interval_s"},
+    "server": {
+        "session",
+        "signing_key",
+        "data_dir",
+        "manifest",
+        "lr",
+        "poll_interval_s",
+        "state_dir",
+    },
     "round": {
         "min_devices",
         "min_fraction",
@@ -122,6 +131,7 @@ class ServerConfig:
     signing_key: Path
     data_dir: Path | None
     manifest: Path | None
+    state_dir: Path | None
     lr: float
     poll_interval_s: float
     round_policy: RoundPolicy
@@ -224,6 +234,7 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) 
         signing_key=Path(key),
         data_dir=Path(s["data_dir"]) if isinstance(s.get("data_dir"), str) else None,
         manifest=Path(s["manifest"]) if isinstance(s.get("manifest"), str) else None,
+        state_dir=Path(s["state_dir"]) if isinstance(s.get("state_dir"), str) else None,
         lr=lr,
         poll_interval_s=poll,
         round_policy=policy,

@@ -314,6 +314,21 @@ class ServerCore:
             ]
         return out
 
+    def load_finalised(
+        self, version: int, client: Sequence[np.ndarray], server: Sequence[np.ndarray]
+    ) -> None:
+        """Start from a finalised version (a restarted server, weights from its state file)."""
+        self.version = version
+        self.client_weights = tuple(np.array(w) for w in client)
+        self._final_client = self.client_weights
+        self.trainer.set_weights(server)
+        self._final_server = self.trainer.weights()
+        self.metrics.set("version", version)
+
+    def finalised_halves(self) -> tuple[int, tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+        """``(version, client half, server half)`` of the last finalised version."""
+        return self.version, self._final_client, self._final_server
+
     @property
     def proposal(self) -> Proposal | None:
         return self._proposed

@@ -1,0 +1,80 @@
+"""The server's finalised model halves on disk (adapter: atomic file writes).
+
+After each finalisation the server writes ``finalised.npz`` (version, the
+client half's ``weights_digest``, both halves) to a temporary file, fsyncs
+it and renames it into place, so a crash leaves the old or the new file.
+On start the file is used only if the ledger's latest finalised version and
+weights digest match it; otherwise the server starts from the artifact's
+initial weights (and says so in the log).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from protocol.errors import SpoolError
+from protocol.messages import weights_digest
+
+__all__ = ["load_finalised", "save_finalised"]
+
+log = logging.getLogger(__name__)
+FILE = "finalised.npz"
+
+
+def save_finalised(
+    state_dir: Path, version: int, client: Sequence[np.ndarray], server: Sequence[np.ndarray]
+) -> Path:
+    """Write both halves of ``version`` atomically; returns the file path."""
+    arrays = {f"c{i}": np.asarray(w) for i, w in enumerate(client)}
+    arrays.update({f"s{i}": np.asarray(w) for i, w in enumerate(server)})
+    arrays["version"] = np.array(version, np.int64)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    target = state_dir / FILE
+    tmp = target.with_suffix(".tmp")
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        with tmp.open("wb") as f:
+            f.write(buf.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(target)
+    except OSError as exc:
+        raise SpoolError(f"cannot write {target}: {exc}") from exc
+    return target
+
+
+def load_finalised(
+    state_dir: Path, *, version: int, weights_sha256: str
+) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]] | None:
+    """Both halves if the saved file is exactly that ledger version, else ``None``."""
+    path = state_dir / FILE
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            saved = int(z["version"])
+            client = tuple(
+                np.array(z[f"c{i}"]) for i in range(sum(k.startswith("c") for k in z.files))
+            )
+            server = tuple(
+                np.array(z[f"s{i}"]) for i in range(sum(k.startswith("s") for k in z.files))
+            )
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("ignoring unreadable %s: %s", path, exc)
+        return None
+    if saved != version or weights_digest(client) != weights_sha256:
+        log.warning(
+            "%s holds version %d, the ledger's latest is %d (or the digest differs); not used",
+            path,
+            saved,
+            version,
+        )
+        return None
+    return client, server
