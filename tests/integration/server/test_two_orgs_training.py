@@ -10,11 +10,13 @@ checking its ledger proof (certified header + inclusion + weights hash).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -217,7 +219,9 @@ def _gw_key(org: str) -> object:
     return _GW_KEYS[org]
 
 
+@pytest.mark.parametrize("corrupt", [None, 1], ids=["honest", "corrupted-aggregate-round-1"])
 def test_two_orgs_two_devices_train_rounds(
+    corrupt: int | None,
     tmp_path: Path,
     data_dir: Path,
     ledger: tuple[LedgerClient, Consortium],
@@ -321,8 +325,30 @@ def test_two_orgs_two_devices_train_rounds(
         _wait(
             lambda: all(g.core.policy is not None for g in gateways), "gateways loaded the session"
         )
+        if corrupt is not None:  # a corrupted aggregate in round `corrupt` (finite garbage)
+            honest_aggregates = server.core._group_aggregates
+            noise = np.random.default_rng(7)
+
+            def corrupted() -> list[Any]:
+                aggs = honest_aggregates()
+                if server.core.round != corrupt:
+                    return aggs
+                return [
+                    dataclasses.replace(
+                        a,
+                        weights=tuple(
+                            noise.normal(0, 30, w.shape).astype(np.float32) for w in a.weights
+                        ),
+                    )
+                    for a in aggs
+                ]
+
+            server.core._group_aggregates = corrupted  # type: ignore[method-assign]
         server.start()
         threads[-1].start()
+        # versions after each round: a quorum-rejected proposal is not finalised, the next
+        # proposal is numbered above it, devices keep the previous version meanwhile
+        expected = [1, 2, 3] if corrupt is None else [1, 1, 3]
         for rnd in range(ROUNDS):
             for dev in devices:
                 dev.take(Command, lambda m, r=rnd: m.kind == "start_round" and m.round == r)  # type: ignore[attr-defined,misc]
@@ -331,11 +357,17 @@ def test_two_orgs_two_devices_train_rounds(
                     dev.train_step(rnd, lr=0.003)
             for dev in devices:
                 dev.upload(rnd)
-            _wait(lambda r=rnd: server.core.version >= r + 1, f"version {rnd + 1} finalised")  # type: ignore[misc]
+            want = expected[rnd]
             _wait(
-                lambda r=rnd: all(d.version >= r + 1 or (d._drain() and False) for d in devices),  # type: ignore[func-returns-value,misc]
-                f"devices loaded version {rnd + 1} after checking its proof",
+                lambda r=rnd: server.core.round > r or server.core.phase is Phase.DONE,
+                f"round {rnd} decided",
+            )  # type: ignore[misc]
+            assert server.core.version == want
+            _wait(
+                lambda w=want: all(d.version >= w or (d._drain() and False) for d in devices),  # type: ignore[func-returns-value,misc]
+                f"devices loaded version {want} after checking its proof",
             )
+            assert all(d.version == want for d in devices)  # a rejected version is never loaded
         _wait(lambda: server.core.phase is Phase.DONE, "session done")
         accs = [h["accuracy"] for h in server.core.history]
         print("held-out accuracy per round:", [round(a, 3) for a in accs])
@@ -347,7 +379,11 @@ def test_two_orgs_two_devices_train_rounds(
                 assert rec is not None and rec["envelope_count"] == 2 * STEPS
         for dev in devices:
             assert client.device_spend("s1", f"{dev.org}/{dev.name}") == pytest.approx(dev.eps)
-        assert [mr.version for mr in client.models("s1")] == list(range(1, ROUNDS + 1))
+        assert [mr.version for mr in client.models("s1")] == sorted(set(expected))
+        if corrupt is not None:
+            bad = next(p for p in client.proposals("s1") if p["version"] == 2)
+            assert not bad["finalised"]
+            assert {o: v["accept"] for o, v in bad["votes"].items()} == {o: False for o in ORGS}
         # integrators see rounds, votes (own held-out accuracy), published versions, epsilon
         seen: list[dict[str, object]] = []
 
