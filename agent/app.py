@@ -306,9 +306,10 @@ class AgentApp:
         if cmd.kind == "start_round":
             args = cmd.args
             try:
+                training = self.config.training
                 plan = RoundPlan(session=cmd.session, round=cmd.round,
-                                 steps=int(args.get("steps", 1)),
-                                 batch_size=int(args.get("batch_size", 8)),
+                                 steps=int(args.get("steps", training.steps_per_round)),
+                                 batch_size=int(args.get("batch_size", training.batch_size)),
                                  lr=float(args.get("lr", 0.01)))
             except (SplitfedError, TypeError, ValueError) as exc:
                 self.counters["rejected_bad_command"] += 1

@@ -82,6 +82,8 @@ class TrainingSection:
     gradient_timeout_s: float = 30.0
     wire_dtype: Literal["float16", "float32"] = "float16"
     inference_batch: int = 8
+    steps_per_round: int = 8          # local batches per round unless start_round says otherwise
+    batch_size: int = 16              # records per batch (capped at the model's max_batch)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
