@@ -178,8 +178,10 @@ def _device(t: Mapping[str, Any], p: _Problems, base: Path) -> DeviceSection | N
 
 def _mqtt(t: Mapping[str, Any], dev: DeviceSection | None, p: _Problems,
           base: Path) -> MqttConfig | None:
-    known = {"host", "port", "client_id", "username", "password_file", "ca_certs", "certfile",
-             "keyfile", "keepalive", "session_expiry", "max_inflight"}
+    # TLS keys are named as in the gateway and server configs (ca_file, cert_file, key_file)
+    tls_keys = {"ca_file": "ca_certs", "cert_file": "certfile", "key_file": "keyfile"}
+    known = {"host", "port", "client_id", "username", "password_file", "keepalive",
+             "session_expiry", "max_inflight", *tls_keys}
     p.unknown(t, "mqtt", known)
     kw: dict[str, Any] = {}
     kw["host"] = p.take(t, "host", "mqtt", (str,))
@@ -188,8 +190,9 @@ def _mqtt(t: Mapping[str, Any], dev: DeviceSection | None, p: _Problems,
             kw[key] = v
     for key in ("client_id", "username"):
         kw[key] = p.take(t, key, "mqtt", (str,), None)
-    for key in ("password_file", "ca_certs", "certfile", "keyfile"):
-        kw[key] = _path(p.take(t, key, "mqtt", (str,), None), base)
+    kw["password_file"] = _path(p.take(t, "password_file", "mqtt", (str,), None), base)
+    for key, field_name in tls_keys.items():
+        kw[field_name] = _path(p.take(t, key, "mqtt", (str,), None), base)
     if dev is None or kw["host"] is None:
         return None
     try:
