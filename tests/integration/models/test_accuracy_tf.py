@@ -3,6 +3,7 @@ PLAID data reach the accuracy of the same architecture trained in Keras."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -28,3 +29,18 @@ def test_litert_chained_matches_keras_on_plaid(data_dir: Path, model_id: str, cu
         f"LiteRT {litert_acc:.3f} vs Keras {keras_acc:.3f} (same seeds {SEEDS})")
     for r in runs:
         assert r["litert"]["final_loss"] < 0.5
+
+
+def test_baseline_command_writes_both_backends(data_dir: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from models.cli import main
+
+    out = tmp_path / "baseline.json"
+    assert main(["baseline", "--model", "mlp", "--cut", "1", "--dataset", "ACSF1",
+                 "--epochs", "2", "--data-dir", str(data_dir), "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert len(results) == 1
+    assert {results[0]["keras"]["backend"], results[0]["litert"]["backend"]} == {"keras", "litert"}
+    assert results[0]["litert"]["dataset"] == "ACSF1"
+    assert "ACSF1 mlp 1" in capsys.readouterr().out
+    assert main(["baseline", "--dataset", "NOPE", "--data-dir", str(data_dir)]) == 2
