@@ -116,7 +116,7 @@ class Device:
             subscriptions=[topics.down(org, name), topics.model(org)],
         )
         self.seq, self.eps, self.version, self.step = 0, 0.0, 0, 0
-        self.rng = np.random.default_rng(abs(hash((org, name))) % 2**32)
+        self.rng = np.random.default_rng([ord(ch) for ch in f"{org}/{name}"])
         self.pending: list[object] = []
 
     def _drain(self) -> None:
