@@ -223,6 +223,7 @@ class GatewayCore:
                     num_samples=msg.num_samples,
                     weights=msg.weights,
                     epsilon_total=msg.epsilon_spent,
+                    weights_dp=msg.weights_dp,
                 )
                 or None
             )
@@ -373,7 +374,7 @@ class GatewayCore:
                 model_hash=model_hash,
                 num_samples=res.num_samples,
                 weights=res.aggregate,
-                weights_dp="unprotected",
+                weights_dp="dp_sgd" if res.weights_dp == "dp_sgd" else "unprotected",
                 epsilon_spent=0.0,
             )
             out.append(

@@ -99,6 +99,7 @@ class RoundResult:
     aggregate_sha256: str | None
     num_samples: int
     record: dict[str, Any]
+    weights_dp: str = "unprotected"  # "dp_sgd" only if every averaged upload was DP-SGD
 
 
 class GatewayRound:
@@ -125,6 +126,7 @@ class GatewayRound:
         self._samples: dict[str, int] = {}
         self._epsilon: dict[str, float] = {}
         self._weights: dict[str, tuple[int, tuple[np.ndarray, ...]]] = {}
+        self._weights_dp: dict[str, str] = {}
         if not _replaying:
             journal.append(
                 session,
@@ -161,6 +163,7 @@ class GatewayRound:
             self._samples[e.device] = self._samples.get(e.device, 0) + e.samples
             self._epsilon[e.device] = max(self._epsilon.get(e.device, 0.0), e.epsilon)
         elif e.kind == "weights":
+            self._weights_dp[e.device] = str(e.info.get("weights_dp", "unprotected"))
             self._seen.add((e.device, e.seq))
             self._weights[e.device] = (e.samples, e.weights)
             self._epsilon[e.device] = max(self._epsilon.get(e.device, 0.0), e.epsilon)
@@ -203,6 +206,7 @@ class GatewayRound:
         num_samples: int,
         weights: tuple[np.ndarray, ...],
         epsilon_total: float,
+        weights_dp: str = "unprotected",
     ) -> bool:
         """Journal one accepted client-half upload; ``False`` if already seen."""
         self._require_open()
@@ -215,6 +219,7 @@ class GatewayRound:
             samples=num_samples,
             epsilon=epsilon_total,
             weights=weights,
+            info={"weights_dp": weights_dp},
         )
         self._journal.append(self.session, self.round_no, entry)
         self._apply(entry)
@@ -282,6 +287,9 @@ class GatewayRound:
             aggregate_sha256=agg_hash,
             num_samples=sum(u.num_samples for u in updates),
             record=record,
+            weights_dp="dp_sgd"
+            if updates and all(self._weights_dp.get(u.source) == "dp_sgd" for u in updates)
+            else "unprotected",
         )
 
     def abandon(self, reason: str) -> None:

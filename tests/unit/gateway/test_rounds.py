@@ -108,3 +108,14 @@ def test_empty_round_closes_without_aggregate() -> None:
     r = GatewayRound(org="o1", session="s", round_no=1, journal=InMemoryJournal())
     res = r.close(hasher=_hash)
     assert res.aggregate is None and res.record["envelope_count"] == 0
+
+
+def test_group_upload_is_dp_sgd_only_if_every_averaged_upload_was() -> None:
+    r = GatewayRound(org="o1", session="s", round_no=1, journal=InMemoryJournal())
+    _drive(r)
+    r.add_weights(
+        device="a", seq=3, num_samples=8, weights=_w(1.0), epsilon_total=1.0, weights_dp="dp_sgd"
+    )
+    assert r.result(hasher=_hash).weights_dp == "dp_sgd"
+    r.add_weights(device="b", seq=2, num_samples=4, weights=_w(1.0), epsilon_total=1.0)
+    assert r.result(hasher=_hash).weights_dp == "unprotected"
