@@ -20,7 +20,7 @@ from models.datasets.ucr import load_ts
 def build_core(*, dataset: str, indices: list[int] | None, mode: str, length: int,
                channels: int, seed: int, sample_rate: float, period: float,
                faults: FaultPlan, capture_layout: CaptureLayout | None = None,
-               loop: bool = True) -> SimulatorCore:
+               loop: bool = True, window_mode: str = "resample") -> SimulatorCore:
     """A simulator core serving ``dataset`` (a ``.ts`` path or ``synthetic-vibration``).
 
     Raises ``ValueError`` for bad indices and ``DatasetError`` for unreadable files.
@@ -39,7 +39,8 @@ def build_core(*, dataset: str, indices: list[int] | None, mode: str, length: in
     labels = [max(int(v), 0) for v in ds.labels]
     if mode == "capture":
         return SimulatorCore(captures=RecordCaptures(ds.series, labels, length=length,
-                                                     indices=order, loop=loop),
+                                                     indices=order, loop=loop,
+                                                     window_mode=window_mode),
                              capture_layout=capture_layout, capture_period=period,
                              faults=faults)
     xs = [ds.series[i] for i in order]

@@ -68,13 +68,17 @@ def _read_indices(path: Path) -> list[int]:
 @click.option("--silent-rate", type=click.FloatRange(0, 1), default=0.0)
 @click.option("--delay-ms", type=click.FloatRange(min=0), default=0.0)
 @click.option("--exception-code", type=click.IntRange(1, 255), default=4)
+@click.option("--window-mode", type=click.Choice(["resample", "pad", "crop"]),
+              default="resample", show_default=True,
+              help="how a dataset record becomes a capture of --length samples "
+                   "(use the model manifest's window mode)")
 @click.option("--once", is_flag=True,
               help="serve each dataset record once (no looping), then keep the last capture")
 def simulate_cmd(dataset: str, indices_path: Path | None, mode: str | None,
                  tcp_port: int | None, host: str, serial_dev: str | None, use_pty: bool,
                  baudrate: int, unit: int, length: int, channels: int, sample_rate: float,
                  period: float, seed: int, fail_rate: float, silent_rate: float,
-                 delay_ms: float, exception_code: int, once: bool) -> None:
+                 delay_ms: float, exception_code: int, window_mode: str, once: bool) -> None:
     """Serve a simulated Modbus device until SIGTERM/SIGINT."""
     from agent.simulator.pty import PtyLink
     from agent.simulator.server import SimulatedDevice
@@ -91,7 +95,8 @@ def simulate_cmd(dataset: str, indices_path: Path | None, mode: str | None,
     try:
         core = build_core(dataset=dataset, indices=indices, mode=mode, length=length,
                           channels=channels, seed=seed, sample_rate=sample_rate,
-                          period=period, faults=faults, loop=not once)
+                          period=period, faults=faults, loop=not once,
+                          window_mode=window_mode)
     except (ValueError, SplitfedError) as exc:
         raise click.UsageError(f"--dataset/--indices: {exc}") from exc
     stop = threading.Event()

@@ -106,7 +106,8 @@ class RecordCaptures:
     """
 
     def __init__(self, series: Sequence[npt.ArrayLike], labels: Sequence[int], *, length: int,
-                 indices: Sequence[int] | None = None, loop: bool = True) -> None:
+                 indices: Sequence[int] | None = None, loop: bool = True,
+                 window_mode: str = "resample") -> None:
         if len(series) != len(labels) or not series:
             raise SensorConfigError("need one label per record and at least one record")
         self._series = series
@@ -116,6 +117,9 @@ class RecordCaptures:
             raise SensorConfigError("indices out of range")
         self.length = length
         self.loop = loop
+        if window_mode not in ("resample", "pad", "crop"):
+            raise SensorConfigError(f"window mode must be resample, pad or crop: {window_mode!r}")
+        self.window_mode = window_mode
         self._pos = 0
 
     def next_capture(self) -> tuple[F32, int | None]:
@@ -124,7 +128,13 @@ class RecordCaptures:
             raise CapturesExhausted(f"all {len(self._order)} records served")
         i = self._order[self._pos % len(self._order)]
         self._pos += 1
-        return resample(self._series[i], self.length), self._labels[i]
+        if self.window_mode == "resample":
+            return resample(self._series[i], self.length), self._labels[i]
+        from models.datasets.windows import to_fixed_length
+
+        x = to_fixed_length([np.asarray(self._series[i], np.float32)], length=self.length,
+                            mode=self.window_mode)  # type: ignore[arg-type]
+        return x[0], self._labels[i]
 
 
 class StreamCaptures:
