@@ -154,9 +154,9 @@ class _Half(tf.Module):  # type: ignore[misc]
         for v, value in zip(self.w, values, strict=True):
             v.assign(value)
 
-    def weight_specs(self, prefix: str, *, batch: bool = False) -> list[tf.TensorSpec]:
-        lead = [self.max_batch] if batch else []
-        return [tf.TensorSpec([*lead, *v.shape], tf.float32, name=f"{prefix}{j:02d}")
+    def weight_specs(self, prefix: str) -> list[tf.TensorSpec]:
+        """Input specs named ``<prefix>00``, ``<prefix>01``... shaped like the weights."""
+        return [tf.TensorSpec(v.shape, tf.float32, name=f"{prefix}{j:02d}")
                 for j, v in enumerate(self.w)]
 
 

@@ -42,6 +42,8 @@ def test_json_round_trip(tmp_path: Path) -> None:
     assert loaded == m
     assert loaded.directory == tmp_path.resolve()
     assert m.directory == artifact_dir("cnn1d", 1)
+    assert hash(loaded) == hash(m)  # usable as a dict key despite the dict fields
+    assert {loaded: 1}[m] == 1
 
 
 @pytest.mark.parametrize(("field", "value", "match"), [
