@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from models.export import convert_half, export_pair
-from models.manifest import Manifest, artifact_dir, file_sha256, load_manifest
+from models.manifest import Manifest, artifact_dir, file_sha256, list_artifacts, load_manifest
 from models.reference import keras_model, reference_gradients
 from models.runtime import ClientRuntime, ServerRuntime
 from models.spec import ZOO, ModelSpec, model_spec
@@ -156,3 +156,23 @@ def test_build_is_reproducible(tmp_path: Path, data_dir: Path) -> None:
     assert fresh.server_sha256 == committed.server_sha256
     assert fresh.to_json() == committed.to_json()
     assert file_sha256(tmp_path / "mlp" / "cut1" / "client.tflite") == committed.client_sha256
+
+
+@pytest.mark.parametrize("m", list_artifacts(), ids=lambda m: f"{m.model_id}-cut{m.cut}")
+def test_committed_artifacts_match_tf_autodiff(m: Manifest) -> None:
+    """The shipped bytes themselves (not only fresh exports) compute TF's gradients."""
+    spec = model_spec(m.model_id, input_shape=m.input_shape, num_classes=m.num_classes)
+    ws = initial_weights(spec, seed=m.seed)
+    client = ClientRuntime.from_manifest(m)
+    server = ServerRuntime.from_manifest(m)
+    for got, want in zip((*client.get_weights(), *server.get_weights()), ws, strict=True):
+        np.testing.assert_array_equal(got, want)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((m.max_batch, *m.input_shape)).astype(np.float32)
+    y = rng.integers(0, m.num_classes, m.max_batch).astype(np.int32)
+    ref_loss, ref_grads, ref_dact = reference_gradients(spec, ws, x, y, m.cut)
+    loss, dact = server.train(client.forward(x), y, lr=0.0)
+    assert loss == pytest.approx(ref_loss, rel=1e-5)
+    np.testing.assert_allclose(dact, ref_dact, rtol=1e-4, atol=1e-7)
+    for j, p in enumerate(client.grads(x, dact)):
+        np.testing.assert_allclose(p.sum(axis=0), ref_grads[j], rtol=1e-4, atol=1e-7)
