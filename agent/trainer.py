@@ -119,7 +119,11 @@ class ClientTrainer:
             self.runtime.backward(x, g, lr=lr)
             self.samples_trained += x.shape[0]
             return
-        per_sample = self.runtime.grads(x, g)
+        # the server's gradient is of the batch-MEAN loss, so runtime.grads carries a 1/B
+        # factor; DP-SGD clips each example's own gradient (Abadi et al. 2016, Alg. 1), so
+        # undo it before clipping (dp_sgd_aggregate divides the noisy sum by B again)
+        batch = x.shape[0]
+        per_sample = [gi * batch for gi in self.runtime.grads(x, g)]
         noisy = dp_sgd_aggregate(per_sample, clip_norm=self.privacy.dp_sgd_clip_norm,
                                  noise_multiplier=self.privacy.dp_sgd_noise_multiplier,
                                  rng=self._rng)

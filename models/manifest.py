@@ -9,10 +9,9 @@ all problems at once; it does not hash the model files (the runtime does,
 on the very bytes it loads).
 
 :func:`weights_sha256` is the canonical hash of a weight list (ledger,
-gateway aggregation, model proposals): SHA-256 over ``b"splitfed-weights-v1"``,
-the tensor count, then per tensor its dtype string (numpy ``str``, e.g.
-``<f4``), rank, dimensions and little-endian bytes in C order; all integers
-as unsigned 64-bit little-endian.
+gateway aggregation, model proposals); it is
+:func:`protocol.ledger_msgs.weights_digest`, so every package hashes weights
+the same way.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import struct
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -193,15 +191,12 @@ def file_sha256(path: str | Path) -> str:
 
 
 def weights_sha256(ws: Sequence[np.ndarray]) -> str:
-    """Canonical hex SHA-256 of a weight list (format in the module docstring)."""
-    h = hashlib.sha256(b"splitfed-weights-v1")
-    h.update(struct.pack("<Q", len(ws)))
-    for w in ws:
-        arr = np.asarray(w)
-        le = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
-        tag = le.dtype.str.encode("ascii")
-        h.update(struct.pack("<Q", len(tag)) + tag)
-        h.update(struct.pack("<Q", arr.ndim))
-        h.update(struct.pack(f"<{arr.ndim}Q", *arr.shape))
-        h.update(np.ascontiguousarray(le).tobytes())
-    return h.hexdigest()
+    """The canonical hash of a weight list: :func:`protocol.ledger_msgs.weights_digest`.
+
+    One definition for the whole system (ledger records, gateway aggregates,
+    model announcements, device checks): SHA-256 of the canonical CBOR array
+    of the weights' wire tensors (dtype, shape, little-endian bytes).
+    """
+    from protocol.ledger_msgs import weights_digest
+
+    return weights_digest([np.asarray(w) for w in ws])
