@@ -43,6 +43,16 @@ class RuntimeFailure(click.ClickException):
     exit_code = 1
 
 
+class AgentHalted(click.ClickException):
+    """``status`` of a halted agent: exit code 3, the reason on stderr.
+
+    A ClickException, not ``click.exceptions.Exit``: with ``standalone_mode=False``
+    click turns ``Exit`` into a return value that :func:`agent.cli.main` drops.
+    """
+
+    exit_code = EXIT_HALTED
+
+
 _config_arg = click.option("--config", "config_path", required=True,
                            type=click.Path(dir_okay=False, path_type=Path),
                            help="Agent TOML file, e.g. /etc/splitfed/agent.toml.")
@@ -116,5 +126,7 @@ def status_cmd(config_path: Path | None, state_dir: Path | None) -> None:
     except SplitfedError as exc:
         raise RuntimeFailure(str(exc)) from exc
     click.echo(json.dumps(st, indent=1, sort_keys=True))
-    if st.get("privacy", {}).get("halted"):
-        raise click.exceptions.Exit(EXIT_HALTED)
+    privacy = st.get("privacy", {})
+    if privacy.get("halted"):
+        reason = privacy.get("halt_reason") or "privacy budget exhausted"
+        raise AgentHalted(f"agent halted: {reason}")
