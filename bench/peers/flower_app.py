@@ -49,7 +49,7 @@ def _job() -> FlowerJob:
 def _data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     """Normalised train/test windows, as the manifest's constants normalise them."""
     if "data" not in _CACHE:
-        from models.data import WindowConfig, load_windows  # noqa: PLC0415
+        from models.data import WindowConfig, load_windows
 
         job = _job()
         win = load_windows(WindowConfig(dataset=job.dataset, length=job.window_length,
@@ -65,12 +65,12 @@ class _Trainer:
     """One Keras model per process, reused across rounds and clients (no retracing)."""
 
     def __init__(self, job: FlowerJob, input_shape: tuple[int, int], num_classes: int) -> None:
-        import keras  # noqa: PLC0415
-        import tensorflow as tf  # noqa: PLC0415
+        import keras
+        import tensorflow as tf
 
-        from models.reference import keras_model  # noqa: PLC0415
-        from models.spec import model_spec  # noqa: PLC0415
-        from models.zoo import initial_weights  # noqa: PLC0415
+        from models.reference import keras_model
+        from models.spec import model_spec
+        from models.zoo import initial_weights
 
         self.tf = tf
         self.spec = model_spec(job.model, input_shape=input_shape, num_classes=num_classes)
@@ -128,7 +128,7 @@ class _Trainer:
 
 def _trainer() -> _Trainer:
     if "trainer" not in _CACHE:
-        import tensorflow as tf  # noqa: PLC0415
+        import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(1)
         tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -148,9 +148,9 @@ def _peak_rss_mib() -> float:
 
 
 def client_app() -> Any:
-    from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict  # noqa: PLC0415
-    from flwr.clientapp import ClientApp  # noqa: PLC0415
-    from flwr.clientapp.mod import fixedclipping_mod  # noqa: PLC0415
+    from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+    from flwr.clientapp import ClientApp
+    from flwr.clientapp.mod import fixedclipping_mod
 
     mods = [fixedclipping_mod] if _job().noise_multiplier is not None else []
     app = ClientApp(mods=mods)
@@ -179,9 +179,9 @@ def client_app() -> Any:
 
 
 def server_app(out: dict[str, Any]) -> Any:
-    from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord  # noqa: PLC0415
-    from flwr.serverapp import Grid, ServerApp  # noqa: PLC0415
-    from flwr.serverapp.strategy import (  # noqa: PLC0415
+    from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+    from flwr.serverapp import Grid, ServerApp
+    from flwr.serverapp.strategy import (
         DifferentialPrivacyClientSideFixedClipping,
         FedAvg,
     )
@@ -222,7 +222,7 @@ def server_app(out: dict[str, Any]) -> Any:
 
 def _per_client(records: list[Any], weighting: str) -> Any:
     """Mean of each client metric, max of ``peak_rss_mib`` (FedAvg's default only averages)."""
-    from flwr.app import MetricRecord  # noqa: PLC0415
+    from flwr.app import MetricRecord
 
     metrics = [next(iter(r.metric_records.values())) for r in records]
     agg: dict[str, float] = {"clients": float(len(metrics))}
@@ -235,7 +235,7 @@ def _per_client(records: list[Any], weighting: str) -> Any:
 def main(argv: list[str]) -> int:
     job_path, out_path = Path(argv[0]), Path(argv[1])
     os.environ[JOB_ENV] = str(job_path.resolve())
-    from flwr.simulation import run_simulation  # noqa: PLC0415
+    from flwr.simulation import run_simulation
 
     job = _job()
     out: dict[str, Any] = {"name": job.name, "epsilon": job.epsilon,

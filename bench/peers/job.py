@@ -122,7 +122,7 @@ def flower_epsilon(*, noise_multiplier: float, delta: float, rounds: int) -> flo
 
 def rdp_epsilon(*, noise_multiplier: float, delta: float, rounds: int) -> float:
     """The same composition through ``dp_accounting``'s RDP accountant (an upper bound)."""
-    import dp_accounting  # noqa: PLC0415 - only the harness needs it, not the Flower venv
+    import dp_accounting  # the harness venv only; the Flower venv lacks it
 
     acc = dp_accounting.rdp.RdpAccountant()
     acc.compose(dp_accounting.GaussianDpEvent(noise_multiplier), rounds)
