@@ -36,6 +36,7 @@ import numpy as np
 from bench.peers.job import FlowerJob
 
 JOB_ENV = "SPLITFED_FLOWER_JOB"
+OUT_ENV = "SPLITFED_FLOWER_OUT"
 _CACHE: dict[str, Any] = {}
 
 
@@ -201,8 +202,10 @@ def server_app(out: dict[str, Any]) -> Any:
         def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
             acc, loss = trainer.accuracy(arrays.to_numpy_ndarrays(), x_test[ev],
                                          y_test[ev].astype(np.int32))
+            now = time.monotonic()
             rounds.append({"round": server_round, "accuracy": acc, "loss": loss,
-                           "wall_s": time.monotonic() - t0})
+                           "wall_s": now - t0,
+                           "since_launch_s": now - _CACHE.get("t_launch", t0)})
             return MetricRecord({"accuracy": acc, "loss": loss})
 
         strategy: Any = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=n,
@@ -216,6 +219,8 @@ def server_app(out: dict[str, Any]) -> Any:
         out["rounds"] = rounds
         out["clients"] = {str(r): dict(m) for r, m in result.train_metrics_clientapp.items()}
         out["wall_s"] = time.monotonic() - t0
+        if os.environ.get(OUT_ENV):  # deployment engine: the ServerApp is its own process
+            Path(os.environ[OUT_ENV]).write_text(json.dumps(out, indent=1))
 
     return app
 
@@ -233,6 +238,7 @@ def _per_client(records: list[Any], weighting: str) -> Any:
 
 
 def main(argv: list[str]) -> int:
+    _CACHE["t_launch"] = time.monotonic()
     job_path, out_path = Path(argv[0]), Path(argv[1])
     os.environ[JOB_ENV] = str(job_path.resolve())
     from flwr.simulation import run_simulation
@@ -241,7 +247,7 @@ def main(argv: list[str]) -> int:
     out: dict[str, Any] = {"name": job.name, "epsilon": job.epsilon,
                            "noise_multiplier": job.noise_multiplier,
                            "clipping_norm": job.clipping_norm}
-    t0 = time.monotonic()
+    t0 = _CACHE["t_launch"]
     run_simulation(server_app=server_app(out), client_app=client_app(),
                    num_supernodes=len(job.devices),
                    backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},

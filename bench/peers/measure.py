@@ -3,7 +3,8 @@
 Theory of operation: a :class:`ProcSampler` thread wakes every ``interval``
 seconds, finds the processes whose command line matches (``select``), and
 keeps per pid the last CPU time (``utime + stime`` of ``/proc/<pid>/stat``,
-so a process's whole life up to its last sample), the peak resident set
+so a process's whole life up to its last sample; ``cutime + cstime`` for
+the children it has already reaped), the peak resident set
 (``VmHWM`` of ``/proc/<pid>/status``, the kernel's own high-water mark, so
 no peak is missed between samples) and, per TCP connection it owns, the
 largest ``bytes_sent`` / ``bytes_received`` the kernel reports in
@@ -38,6 +39,7 @@ class ProcSample:
     pid: int
     cmdline: list[str]
     cpu_s: float = 0.0
+    children_cpu_s: float = 0.0       # CPU of its exited, reaped children (cutime + cstime)
     peak_rss_mib: float = 0.0
     sockets: dict[str, tuple[int, int]] = field(default_factory=dict)  # "local peer" -> sent, recv
 
@@ -59,7 +61,7 @@ def _cmdline(pid: int) -> list[str] | None:
     return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
 
 
-def _cpu_and_rss(pid: int) -> tuple[float, float] | None:
+def _cpu_and_rss(pid: int) -> tuple[float, float, float] | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         status = Path(f"/proc/{pid}/status").read_text()
@@ -67,11 +69,12 @@ def _cpu_and_rss(pid: int) -> tuple[float, float] | None:
         return None
     fields = stat.rsplit(")", 1)[1].split()
     cpu = (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime (fields 14, 15)
+    children = (int(fields[13]) + int(fields[14])) / _CLK_TCK  # cutime, cstime (16, 17)
     rss = 0.0
     for line in status.splitlines():
         if line.startswith("VmHWM:"):
             rss = int(line.split()[1]) / 1024.0
-    return cpu, rss
+    return cpu, rss, children
 
 
 def _socket_bytes() -> dict[int, dict[str, tuple[int, int]]]:
@@ -143,6 +146,7 @@ class ProcSampler:
             s = self.samples.setdefault(pid, ProcSample(pid=pid, cmdline=cmd))
             s.cpu_s = max(s.cpu_s, got[0])
             s.peak_rss_mib = max(s.peak_rss_mib, got[1])
+            s.children_cpu_s = max(s.children_cpu_s, got[2])
             for key, (sent, recv) in sockets.get(pid, {}).items():
                 old = s.sockets.get(key, (0, 0))
                 s.sockets[key] = (max(old[0], sent), max(old[1], recv))

@@ -11,7 +11,7 @@ __all__ = ["Curve", "curve_from_flower", "curve_from_ours", "time_to_target"]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Curve:
-    """Accuracy after each round and the seconds since training started."""
+    """Accuracy after each round and the seconds since the system was launched."""
 
     rounds: tuple[int, ...]
     accuracy: tuple[float, ...]
@@ -23,15 +23,20 @@ class Curve:
 
 
 def curve_from_flower(out: dict[str, Any]) -> Curve:
-    """Flower's ServerApp evaluations; round 0 (the initial model) is dropped."""
+    """Flower's ServerApp evaluations; round 0 (the initial model) is dropped.
+
+    Seconds count from the start of the Flower process (imports, Ray start-up
+    and the simulated SuperNodes included), as ours count from ``splitfed demo``'s
+    start (ledger, broker, provisioning included).
+    """
     rows = [r for r in out.get("rounds", []) if r["round"] >= 1]
     return Curve(rounds=tuple(int(r["round"]) for r in rows),
                  accuracy=tuple(float(r["accuracy"]) for r in rows),
-                 wall_s=tuple(float(r["wall_s"]) for r in rows))
+                 wall_s=tuple(float(r["since_launch_s"]) for r in rows))
 
 
 def curve_from_ours(summary: dict[str, Any]) -> Curve:
-    """``splitfed demo``'s per-round history (``elapsed_s`` counts from the stack's start)."""
+    """``splitfed demo``'s per-round history (``elapsed_s`` counts from the stack's launch)."""
     rows = [r for r in summary.get("per_round", []) if r.get("accuracy") is not None]
     return Curve(rounds=tuple(int(r["round"]) + 1 for r in rows),
                  accuracy=tuple(float(r["accuracy"]) for r in rows),
