@@ -156,7 +156,7 @@ def client_app() -> Any:
     mods = [fixedclipping_mod] if _job().noise_multiplier is not None else []
     app = ClientApp(mods=mods)
 
-    @app.train()  # type: ignore[misc]
+    @app.train()  # type: ignore[untyped-decorator, unused-ignore]
     def train(msg: Message, context: Context) -> Message:
         cpu0 = time.process_time()
         job = _job()
@@ -191,7 +191,7 @@ def server_app(out: dict[str, Any]) -> Any:
     job = _job()
     n = len(job.devices)
 
-    @app.main()  # type: ignore[misc]
+    @app.main()  # type: ignore[untyped-decorator, unused-ignore]
     def main(grid: Grid, context: Context) -> None:
         _, _, x_test, y_test, _ = _data()
         ev = np.asarray(job.eval_indices)

@@ -78,9 +78,9 @@ def _cpu_and_rss(pid: int) -> tuple[float, float, float] | None:
 
 
 def _socket_bytes() -> dict[int, dict[str, tuple[int, int]]]:
-    """pid -> {"local peer": (bytes_sent, bytes_received)} for established TCP sockets."""
+    """pid -> {"local peer": (bytes_sent, bytes_received)} for connected TCP sockets."""
     try:
-        out = subprocess.run(["ss", "-tinpH", "state", "established"], capture_output=True,
+        out = subprocess.run(["ss", "-tinpH"], capture_output=True,
                              text=True, timeout=10, check=False).stdout
     except (OSError, subprocess.SubprocessError):
         return {}
@@ -89,10 +89,10 @@ def _socket_bytes() -> dict[int, dict[str, tuple[int, int]]]:
     for head, info in zip(lines[::2], lines[1::2], strict=False):
         owner = _SS_OWNER.search(head)
         cols = head.split()
-        if owner is None or len(cols) < 4:
+        if owner is None or len(cols) < 5:
             continue
         counts = dict(_SS_BYTES.findall(info))
-        key = f"{cols[2]} {cols[3]}"
+        key = f"{cols[3]} {cols[4]}"  # state, recv-q, send-q, local, peer
         found.setdefault(int(owner.group(1)), {})[key] = (
             int(counts.get("bytes_sent", 0)), int(counts.get("bytes_received", 0)))
     return found

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -111,8 +112,15 @@ def demo_available() -> str | None:
 
 def run_ours(*, rounds: int, epsilon: float | None, orgs: int, devices_per_org: int,
              data_dir: Path, workdir: Path, extra: list[str] | None = None,
-             timeout: float = 3600.0) -> dict[str, Any]:
-    """One ``splitfed demo`` run; its summary plus the sampled agent processes."""
+             timeout: float | None = None) -> dict[str, Any]:
+    """One ``splitfed demo`` run; its summary plus the sampled agent processes.
+
+    A run that has not finished after ``timeout`` (default 120 s + 30 s per
+    round) is interrupted (SIGINT: the launcher stops every process and keeps
+    the run directory) and reported as stalled with its last progress line.
+    """
+    if timeout is None:
+        timeout = 120.0 + 30.0 * rounds
     why = demo_available()
     if why is not None:
         return {"skipped": why}
@@ -133,12 +141,27 @@ def run_ours(*, rounds: int, epsilon: float | None, orgs: int, devices_per_org: 
 
     t0 = time.monotonic()
     log_path = workdir / f"ours-{name}.log"
+    stalled = False
     with ProcSampler(is_agent) as sampler, log_path.open("w") as logf:
-        proc = subprocess.run(argv, cwd=REPO, env=_env(), stdout=logf, stderr=subprocess.STDOUT,
-                              timeout=timeout, check=False)
-    if proc.returncode != 0 or not summary_path.exists():
-        return {"error": f"splitfed demo exited {proc.returncode}; log {log_path}",
-                "run_dir": str(run_dir)}
+        proc = subprocess.Popen(argv, cwd=REPO, env=_env(), stdout=logf,
+                                stderr=subprocess.STDOUT)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            stalled = True
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=30)
+    if stalled or proc.returncode != 0 or not summary_path.exists():
+        lines = [ln for ln in log_path.read_text().splitlines() if ln.startswith("round")]
+        last = lines[-1] if lines else "no round finished"
+        what = (f"stalled: not finished after {timeout:.0f} s, interrupted" if stalled
+                else f"splitfed demo exited {proc.returncode}")
+        return {"error": f"{what}; last progress: {' '.join(last.split())}; log {log_path}",
+                "run_dir": str(run_dir), "rounds_done": len(lines)}
     summary: dict[str, Any] = json.loads(summary_path.read_text())
     samples = list(sampler.samples.values())
     port = None
