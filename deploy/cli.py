@@ -81,6 +81,12 @@ def inspect(file: str, pubkey: str | None, is_hex: bool) -> None:
     click.echo(json.dumps(summary, indent=2, sort_keys=True))
 
 
+from deploy.stack_cli import demo_cmd, stack_group  # noqa: E402
+
+cli.add_command(demo_cmd)
+cli.add_command(stack_group)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
     try:

@@ -93,6 +93,10 @@ class GatewayApp:
         self._baseline: float | None = None
         self._pending_records: list[Mapping[str, Any]] = []
         self._pending_models: dict[int, ModelAnnouncement] = {}
+        # candidates to vote on once their model_propose is on the ledger (the server sends
+        # the candidate and submits the proposal concurrently; a vote that lands first is
+        # invalid and would leave the proposal without this validator's vote)
+        self._pending_votes: dict[int, tuple[ModelAnnouncement, tuple[Any, ...]]] = {}
         self.link = PahoLink(
             config.mqtt,
             subscriptions=[
@@ -125,8 +129,25 @@ class GatewayApp:
             elif isinstance(a, Announce):
                 self._pending_models[a.announcement.version] = a.announcement
                 if a.server_weights is not None:
-                    self._vote(a.announcement, a.server_weights)
+                    self._pending_votes[a.announcement.version] = (a.announcement,
+                                                                   a.server_weights)
+        self._vote_when_proposed()
         self._flush()
+
+    def _vote_when_proposed(self) -> None:
+        """Vote on pending candidates whose proposal the ledger has committed."""
+        if not self._pending_votes:
+            return
+        session = next(iter(self._pending_votes.values()))[0].session
+        try:
+            proposed = {int(p["version"]) for p in self.ledger.proposals(session)}
+        except (LedgerError, KeyError, TypeError, ValueError) as exc:
+            log.warning("cannot read proposals: %s", exc)
+            return
+        for version in sorted(self._pending_votes):
+            if version in proposed:
+                ann, server_weights = self._pending_votes.pop(version)
+                self._vote(ann, server_weights)
 
     def _flush(self) -> None:
         while self._pending_records:
@@ -259,6 +280,7 @@ class GatewayApp:
     def _poll_ledger(self) -> None:
         try:
             self._execute(self.core.on_block(self.ledger.height()))
+            self._vote_when_proposed()
             if self.core.policy is None:
                 s = self.ledger.session(self.config.session)
                 if s is not None:

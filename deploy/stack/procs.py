@@ -10,6 +10,7 @@ SIGKILLs what is left, so an interrupted demo leaves nothing running.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -89,7 +90,7 @@ class ProcessGroup:
             try:
                 proc = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, cwd=cwd, env=env,
-                                        start_new_session=True)
+                                        start_new_session=True, preexec_fn=_die_with_parent)
             except OSError as exc:
                 raise StackError(f"cannot start {name} ({argv[0]}): {exc.strerror}") from exc
         child = Child(name=name, argv=argv, proc=proc, log_path=log_path, critical=critical)
@@ -125,6 +126,15 @@ class ProcessGroup:
             codes[child.name] = self.stop(child, timeout=timeout)
         self.children.clear()
         return codes
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the launcher dies, even by SIGKILL (Linux prctl)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: ProcessGroup.close() still stops everything on a normal exit
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:

@@ -1,0 +1,144 @@
+"""``splitfed demo`` and ``splitfed stack up``: run the one-machine stack.
+
+Exit codes: 0 the run completed (see the summary); 1 a process failed or the
+run was interrupted; 2 bad options.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from protocol.errors import ConfigError, SplitfedError
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+
+
+def _fmt(v: Any, spec: str = ".3f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _progress_line(h: dict[str, Any]) -> str:
+    state = "finalised" if h["finalised"] else "REJECTED"
+    return (f"round {h['round'] + 1:>3}  acc {_fmt(h['accuracy'])}  "
+            f"eps max {_fmt(h['epsilon_max'], '.2f')} mean {_fmt(h['epsilon_mean'], '.2f')}  "
+            f"msgs ok {int(h['accepted']):>5} rejected {int(h['rejected']):>3}  "
+            f"height {h['ledger_height']:>4}  v{h['version']} {state} "
+            f"(model v{h['finalised_version']})  {h['elapsed_s']:.0f}s")
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    echo = click.echo
+    echo("")
+    echo("== summary ==")
+    base = s.get("baseline_accuracy") or {}
+    acc = s.get("final_accuracy")
+    echo(f"final held-out accuracy   {_fmt(acc)}   (centralized non-private baseline, same "
+         f"model: Keras {_fmt(base.get('keras'))}, LiteRT {_fmt(base.get('litert'))})")
+    if s["epsilon_budget"] is None:
+        echo("privacy                   NON-PRIVATE run (no local DP; declared in every message)")
+    else:
+        echo(f"privacy                   epsilon max {_fmt(s['max_epsilon'], '.3f')} mean "
+             f"{_fmt(s['mean_epsilon'], '.3f')} of budget {s['epsilon_budget']} per record "
+             f"(delta {s['delta']:g}); within budget: {s['within_budget']}")
+    for d in s["per_device"]:
+        echo(f"  {d['device']:<14} eps agent {_fmt(d['epsilon_agent'], '.3f')}  ledger "
+             f"{_fmt(d['epsilon_ledger'], '.3f')}  {d['batches']} batches  {d['records']} "
+             f"records  meter over {d['transport']}")
+    rej = {k: v for org in s["rejected_by_reason"].values() for k, v in org.items() if v}
+    echo(f"rejected messages         {rej or 'none'}")
+    ok = all(v["ok"] for v in s["ledger_verify"].values())
+    echo(f"splitfed-ledger verify    {'OK' if ok else 'FAILED'} ({len(s['ledger_verify'])} node"
+         f"{'s' if len(s['ledger_verify']) != 1 else ''}, height {s['ledger_height']})")
+    echo(f"run directory             {s['run_dir']}  (logs/, summary.json, progress.png)")
+    echo(f"wall time                 {s['wall_time_s']:.0f} s")
+
+
+def _options(**kw: Any) -> Any:
+    from deploy.stack.plan import StackOptions
+
+    run_dir = kw.pop("run_dir") or REPO / "runs" / time.strftime("%Y%m%d-%H%M%S")
+    if kw.pop("non_private"):
+        kw["epsilon"] = None
+    return StackOptions(run_dir=Path(run_dir).resolve(), **kw)
+
+
+def _stack_options(f: Any) -> Any:
+    opts = [
+        click.option("--dataset", default="PLAID", show_default=True,
+                     help="a dataset name in --data-dir, or a path to NAME_TRAIN.ts"),
+        click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+                     default=DEFAULT_DATA, show_default=True),
+        click.option("--orgs", default=2, show_default=True, type=int),
+        click.option("--devices-per-org", default=2, show_default=True, type=int),
+        click.option("--rounds", default=5, show_default=True, type=int),
+        click.option("--epsilon", default=8.0, show_default=True, type=float,
+                     help="privacy budget per record (window) per device"),
+        click.option("--non-private", is_flag=True, help="no local DP (declared, for comparison)"),
+        click.option("--sfl", type=click.Choice(["v1", "v2"]), default="v2", show_default=True),
+        click.option("--ledger", type=click.Choice(["solo", "etcd"]), default="solo",
+                     show_default=True),
+        click.option("--label-dp", is_flag=True, help="labels by k-ary randomized response"),
+        click.option("--model", default="cnn1d", show_default=True),
+        click.option("--cut", default=1, show_default=True, type=int),
+        click.option("--steps-per-round", default=8, show_default=True, type=int),
+        click.option("--batch-size", default=16, show_default=True, type=int),
+        click.option("--seed", default=0, show_default=True, type=int),
+        click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path),
+                     default=None, help="default: runs/<timestamp>"),
+        click.option("--summary-json", type=click.Path(dir_okay=False, path_type=Path),
+                     default=None, help="also write the summary here"),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+@click.command(name="demo")
+@_stack_options
+def demo_cmd(summary_json: Path | None, **kw: Any) -> None:
+    """Run the whole system on this machine and show it training (Ctrl-C stops it)."""
+    from deploy.stack.launcher import StackRun
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        options = _options(**kw)
+    except ConfigError as exc:
+        raise click.UsageError("; ".join(exc.problems)) from exc
+    run = StackRun(options, on_progress=lambda h: click.echo(_progress_line(h)),
+                   echo=click.echo)
+
+    def _interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        summary = run.run()
+    except KeyboardInterrupt:
+        run.close()
+        click.echo(f"interrupted; every process stopped; run directory {options.run_dir}",
+                   err=True)
+        sys.exit(1)
+    except SplitfedError as exc:
+        click.echo(f"splitfed demo: {exc}", err=True)
+        click.echo(f"logs: {options.run_dir / 'logs'}", err=True)
+        sys.exit(1)
+    _print_summary(summary)
+    if summary_json is not None:
+        summary_json.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+@click.group(name="stack")
+def stack_group() -> None:
+    """The one-machine stack (the same as `splitfed demo`)."""
+
+
+stack_group.add_command(demo_cmd, name="up")
