@@ -115,12 +115,12 @@ def run_ours(*, rounds: int, epsilon: float | None, orgs: int, devices_per_org: 
              timeout: float | None = None) -> dict[str, Any]:
     """One ``splitfed demo`` run; its summary plus the sampled agent processes.
 
-    A run that has not finished after ``timeout`` (default 120 s + 30 s per
+    A run that has not finished after ``timeout`` (default 90 s + 10 s per
     round) is interrupted (SIGINT: the launcher stops every process and keeps
     the run directory) and reported as stalled with its last progress line.
     """
     if timeout is None:
-        timeout = 120.0 + 30.0 * rounds
+        timeout = 90.0 + 10.0 * rounds
     why = demo_available()
     if why is not None:
         return {"skipped": why}
