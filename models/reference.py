@@ -42,6 +42,8 @@ def keras_model(spec: ModelSpec, weights: Sequence[np.ndarray]) -> keras.Model:
             params += [kern, bias]
         if layer.relu:
             h = keras.layers.ReLU()(h)
+        if layer.unit_norm:
+            h = keras.layers.UnitNormalization()(h)
     model = keras.Model(inp, h)
     model.set_weights(params)
     return model
@@ -94,10 +96,13 @@ def reference_gradients(spec: ModelSpec, weights: Sequence[np.ndarray], x: np.nd
                         y: np.ndarray, cut: int) -> tuple[float, list[np.ndarray], np.ndarray]:
     """TF autodiff: mean loss, gradients of all weights (zoo layout), dL/d(cut activations)."""
     model = keras_model(spec, weights)
-    # Split the Keras graph at the cut: the output of layer `cut` (after its ReLU).
+    # Split the Keras graph at the cut: the output of layer `cut` (after its ReLU and
+    # normalisation, i.e. the last Keras layer before the next Conv1D/Dense or padding).
     sub = [lay for lay in model.layers if isinstance(lay, keras.layers.Conv1D | keras.layers.Dense)]
-    cut_layer = sub[cut - 1]
-    cut_tensor_layer = model.layers[model.layers.index(cut_layer) + 1]
+    after = model.layers.index(sub[cut]) if cut < len(sub) else len(model.layers)
+    while isinstance(model.layers[after - 1], keras.layers.ZeroPadding1D | keras.layers.Flatten):
+        after -= 1
+    cut_tensor_layer = model.layers[after - 1]
     probe = keras.Model(model.inputs, [cut_tensor_layer.output, model.output])
     xt = tf.constant(x, tf.float32)
     with tf.GradientTape() as tape:

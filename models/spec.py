@@ -25,13 +25,20 @@ LayerKind = Literal["conv", "dense"]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LayerSpec:
-    """One layer: a 1-D convolution ("same"-style zero padding) or a dense layer, ReLU optional."""
+    """One layer: a 1-D convolution ("same"-style zero padding) or a dense layer, ReLU optional.
+
+    ``unit_norm`` (dense layers only) divides each output row, after the ReLU if
+    any, by its L2 norm (``x * min(1/||x||, 1e12)``, Keras' ``UnitNormalization``):
+    every row then has norm exactly 1, so a per-row clip to ``C >= 1`` loses
+    nothing and the Gaussian noise of local DP meets a signal of known size.
+    """
 
     kind: LayerKind
     units: int
     kernel: int = 1
     stride: int = 1
     relu: bool = True
+    unit_norm: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -41,6 +48,8 @@ class LayerSpec:
             problems.append("units must be >= 1")
         if self.kernel < 1 or self.stride < 1:
             problems.append("kernel and stride must be >= 1")
+        if self.unit_norm and self.kind != "dense":
+            problems.append("unit_norm is supported on dense layers only")
         if problems:
             raise ConfigError(problems)
 
@@ -65,7 +74,7 @@ class ModelSpec:
             problems.append("num_classes must be >= 2")
         if not self.layers:
             problems.append("a model needs at least one layer")
-        elif self.layers[-1].kind != "dense" or self.layers[-1].relu:
+        elif self.layers[-1].kind != "dense" or self.layers[-1].relu or self.layers[-1].unit_norm:
             problems.append("the last layer must be dense without ReLU (the logits)")
         for cut in self.cuts:
             if not 1 <= cut < len(self.layers):
@@ -164,7 +173,33 @@ def mlp(*, input_shape: tuple[int, int], num_classes: int) -> ModelSpec:
                      layers=layers, cuts=(1, 2))
 
 
-ZOO = {"cnn1d": cnn1d, "mlp": mlp}
+BOTTLENECK_UNITS = (16, 8)
+
+
+def mlp_dp(*, input_shape: tuple[int, int], num_classes: int) -> ModelSpec:
+    """Funnel for local DP: both cuts are narrow, unit-norm bottlenecks; a wide server half.
+
+    Cut 1 (weakest nodes) sends 16 numbers: one ReLU layer, L2-normalised.
+    Cut 2 sends 8 numbers: a second, linear layer, L2-normalised. Every row has
+    norm 1, so the agents' per-row clip (``C = 1``) never rescales it and the
+    noise ``N(0, (z*C)^2)`` per coordinate has total norm ``z*sqrt(d)`` (d = 16
+    or 8) against a signal of norm 1, instead of ``z*sqrt(512)`` against a
+    clipped 512-dimensional activation with the other zoo models. The server
+    half (two ReLU layers of 64) averages the noise out over many rows.
+    """
+    wide, narrow = BOTTLENECK_UNITS
+    layers = (
+        LayerSpec(kind="dense", units=wide, unit_norm=True),
+        LayerSpec(kind="dense", units=narrow, relu=False, unit_norm=True),
+        LayerSpec(kind="dense", units=64),
+        LayerSpec(kind="dense", units=64),
+        LayerSpec(kind="dense", units=num_classes, relu=False),
+    )
+    return ModelSpec(model_id="mlp_dp", input_shape=input_shape, num_classes=num_classes,
+                     layers=layers, cuts=(1, 2))
+
+
+ZOO = {"cnn1d": cnn1d, "mlp": mlp, "mlp_dp": mlp_dp}
 
 
 def model_spec(model_id: str, *, input_shape: tuple[int, int], num_classes: int) -> ModelSpec:

@@ -15,6 +15,9 @@ that LiteRT's builtin op set does not have. The pieces:
   by a 2-D ``matmul``. Its filter gradient is a ``matmul``; its input gradient
   is col2im, an ``unsorted_segment_sum`` over the same indices.
 * Dense layers work on 2-D tensors only.
+* A unit-norm output ``u = r / |r|`` (``r`` the layer's output after the
+  optional ReLU) back-propagates as ``(dr - u <u, du>) / |r|``; the ``1e12``
+  cap on ``1/|r|`` (an all-zero row) is treated as a constant.
 * Per-sample weight gradients (DP-SGD) are batched matmuls with equal batch
   dimensions (no broadcasting).
 
@@ -64,6 +67,14 @@ def initial_weights(spec: ModelSpec, *, seed: int) -> list[np.ndarray]:
     return out
 
 
+def _inv_norm(h: Tensor) -> Tensor:
+    """``min(1/||row||, 1e12)`` per row of a 2-D tensor (Keras' ``UnitNormalization``).
+
+    Written as ``rsqrt(max(sum, 1e-24))``: LiteRT's ``rsqrt(0)`` is NaN, not inf.
+    """
+    return tf.math.rsqrt(tf.maximum(tf.reduce_sum(h * h, axis=1, keepdims=True), 1e-24))
+
+
 def _index(layer: _Layer) -> np.ndarray:
     if layer.index is None:
         raise TypeError("im2col indices requested for a dense layer")
@@ -109,6 +120,8 @@ class _Half(tf.Module):  # type: ignore[misc]
                 out = z
             caches.append((cols, z))
             h = tf.maximum(out, 0.0) if layer.spec.relu else out
+            if layer.spec.unit_norm:
+                h = h * _inv_norm(h)
         return h, caches
 
     def _backward(self, caches: list[tuple[Tensor, Tensor]], dy: Tensor, *, per_sample: bool,
@@ -122,6 +135,11 @@ class _Half(tf.Module):  # type: ignore[misc]
             cols, z = caches[j]
             kern = self.w[2 * j]
             dz = tf.reshape(d, z.shape)
+            if layer.spec.unit_norm:  # d(r/|r|) = (dr - u <u, dr>) / |r|, r = relu(z) or z
+                r = tf.maximum(z, 0.0) if layer.spec.relu else z
+                inv = _inv_norm(r)
+                u = r * inv
+                dz = (dz - u * tf.reduce_sum(u * dz, axis=1, keepdims=True)) * inv
             if layer.spec.relu:
                 dz = dz * tf.cast(z > 0.0, tf.float32)
             if per_sample:
