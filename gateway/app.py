@@ -26,7 +26,7 @@ from typing import Any
 
 from gateway.config import GatewayConfig
 from gateway.core import Action, Announce, GatewayCore, Publish, SubmitRecord
-from gateway.evaluate import HeldOutEvaluator
+from gateway.evaluate import HeldOutEvaluator, evaluation_clip
 from gateway.journal import SqliteJournal
 from gateway.ledger_io import (
     LedgerRegistry,
@@ -227,7 +227,10 @@ class GatewayApp:
                     return
                 m = find_manifest(s.client_sha256, self.config.manifest)
                 self._evaluator = HeldOutEvaluator(
-                    m, data_dir=v.data_dir, max_windows=v.max_windows
+                    m,
+                    data_dir=v.data_dir,
+                    max_windows=v.max_windows,
+                    clip_norm=evaluation_clip(s.dp),
                 )
             try:
                 acc = self._evaluator(ann.weights, server_weights)

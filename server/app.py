@@ -17,7 +17,7 @@ import time
 
 from gateway.core import Publish
 from gateway.endorse import gateway_identity
-from gateway.evaluate import HeldOutEvaluator
+from gateway.evaluate import HeldOutEvaluator, evaluation_clip
 from gateway.ledger_io import LedgerRegistry, find_manifest
 from gateway.metrics import MetricsRegistry
 from gateway.metrics_http import MetricsServer
@@ -93,7 +93,9 @@ class ServerApp:
             registry=CachedRegistry(LedgerRegistry(self.ledger)),
             trainer=trainer,
             client_weights=ClientRuntime.from_manifest(m).get_weights(),
-            evaluator=HeldOutEvaluator(m, data_dir=config.data_dir),
+            evaluator=HeldOutEvaluator(
+                m, data_dir=config.data_dir, clip_norm=evaluation_clip(s.dp)
+            ),
             round_policy=config.round_policy,
             metrics=self.metrics,
             start_seq=time.time_ns() // 1000,

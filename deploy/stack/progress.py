@@ -184,7 +184,7 @@ def summarise(run: StackRun, plan: StackPlan, genesis: Genesis, manifest: Manife
     devices = []
     for d in plan.devices:
         st = status.get(d.name, {})
-        priv = st.get("privacy", {})
+        priv = _accountant(run.root / "agents" / d.name / "state") or st.get("privacy", {})
         devices.append({"device": f"{d.org}/{d.device}", "records": len(d.indices),
                         "transport": d.transport,
                         "epsilon_agent": priv.get("epsilon"),
@@ -211,6 +211,15 @@ def summarise(run: StackRun, plan: StackPlan, genesis: Genesis, manifest: Manife
         "ledger_height": client.height(),
     }
     return summary
+
+
+def _accountant(state_dir: Path) -> dict[str, Any] | None:
+    """The device's accountant file: written (fsync) before each release, so never stale."""
+    try:
+        data = json.loads((state_dir / "privacy.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def finish(run: StackRun, summary: dict[str, Any]) -> dict[str, Any]:
