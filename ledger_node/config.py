@@ -12,8 +12,9 @@ Example ``/etc/splitfed/ledger.toml``::
     timeout_s = 2.0
 
 Under systemd (``Type=notify``) ``NOTIFY_SOCKET`` and ``WATCHDOG_USEC`` are
-read here too. Environment overrides ``SPLITFED_LEDGER__<KEY>`` (``DATA_DIR``, ``LISTEN``,
-``NODE_ID``) and ``SPLITFED_LEDGER__ETCD__ENDPOINTS`` (comma-separated). This
+read here too. Environment overrides ``SPLITFED_LEDGER_<KEY>`` (``DATA_DIR``, ``LISTEN``,
+``NODE_ID``) and ``SPLITFED_LEDGER_ETCD_ENDPOINTS`` (comma-separated), the same
+``SPLITFED_<SERVICE>_...`` form as the agent, gateway and server. This
 is the only module of ``ledger_node`` that reads the environment. Key files
 are paths; the keys themselves are loaded by the app, never logged.
 """
@@ -31,7 +32,7 @@ from protocol.errors import ConfigError
 
 __all__ = ["NodeConfig", "load_config", "parse_config"]
 
-ENV_PREFIX = "SPLITFED_LEDGER__"
+ENV_PREFIX = "SPLITFED_LEDGER_"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,8 +72,8 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
     for k in ("DATA_DIR", "LISTEN", "NODE_ID"):
         if ENV_PREFIX + k in env:
             data[k.lower()] = env[ENV_PREFIX + k]
-    if ENV_PREFIX + "ETCD__ENDPOINTS" in env:
-        etcd["endpoints"] = [e for e in env[ENV_PREFIX + "ETCD__ENDPOINTS"].split(",") if e]
+    if ENV_PREFIX + "ETCD_ENDPOINTS" in env:
+        etcd["endpoints"] = [e for e in env[ENV_PREFIX + "ETCD_ENDPOINTS"].split(",") if e]
     known = {"data_dir", "listen", "node_id", "validator_keys", "etcd"}
     problems += [f"unknown key {k!r}" for k in data if k not in known]
     if "data_dir" not in data:

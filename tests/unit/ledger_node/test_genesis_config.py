@@ -43,8 +43,8 @@ def test_config_from_toml_and_environment(tmp_path: Path) -> None:
     p = tmp_path / "ledger.toml"
     p.write_text('data_dir = "/tmp/x"\nlisten = "127.0.0.1:7171"\n'
                  'validator_keys = { org1 = "/k/org1.key" }\n[etcd]\nendpoints = ["http://a:1"]\n')
-    cfg = load_config(p, env={"SPLITFED_LEDGER__NODE_ID": "org1",
-                              "SPLITFED_LEDGER__ETCD__ENDPOINTS": "http://b:2,http://c:3"})
+    cfg = load_config(p, env={"SPLITFED_LEDGER_NODE_ID": "org1",
+                              "SPLITFED_LEDGER_ETCD_ENDPOINTS": "http://b:2,http://c:3"})
     assert (cfg.port, cfg.node_id, cfg.etcd_endpoints) == (7171, "org1",
                                                           ("http://b:2", "http://c:3"))
     assert cfg.validator_keys == {"org1": Path("/k/org1.key")}
