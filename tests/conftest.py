@@ -49,7 +49,7 @@ def _socket_fds() -> set[str]:
     fd_dir = Path("/proc/self/fd")
     for fd in fd_dir.iterdir():
         try:
-            target = os.readlink(fd)
+            target = str(fd.readlink())
         except OSError:
             continue
         if target.startswith("socket:"):
