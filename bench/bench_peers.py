@@ -16,7 +16,8 @@ optimiser budget (rounds x local steps x batch size), same evaluation set
 
 Environment: ``PEERS_ROUNDS`` (default 20), ``PEERS_EPSILONS`` (default
 "1,4,8"), ``PEERS_DEVICE_ROUNDS`` (default 5: rounds of the one-SuperNode
-device-cost run), ``PEERS_SKIP_OURS=1`` to run only the Flower side.
+device-cost run), ``PEERS_SKIP_OURS=1`` to run only the Flower side,
+``PEERS_RERENDER=1`` to rebuild the table from the committed JSON.
 See docs/benchmarks.md.
 """
 
@@ -92,7 +93,27 @@ def _eps_name(eps: float | None) -> str:
     return "non-private" if eps is None else f"eps {eps:g}"
 
 
+def rerender() -> None:
+    """Rewrite ``results/peers.md`` from the committed ``peers.json`` (no new measurement)."""
+    import json
+
+    from bench.common import RESULTS
+
+    data = json.loads((RESULTS / "peers.json").read_text())
+    meta = data.pop("meta")
+    rounds = data["setup"]["rounds"]
+    settings: list[float | None] = [None if k == "non-private" else float(k.split()[1])
+                                    for k in data["flower"]]
+    lines = ["# peers", "", f"{meta['time']}, Python {meta['python']}, {meta['machine']}", "",
+             "| measure | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in table(data, settings, rounds)]
+    (RESULTS / "peers.md").write_text("\n".join(lines) + "\n")
+
+
 def main() -> None:
+    if os.environ.get("PEERS_RERENDER") == "1":
+        rerender()
+        return
     rounds = int(os.environ.get("PEERS_ROUNDS", "20"))
     epsilons = [float(e) for e in os.environ.get("PEERS_EPSILONS", "1,4,8").split(",") if e]
     settings: list[float | None] = [None, *epsilons]
@@ -169,9 +190,9 @@ def table(data: dict[str, Any], settings: list[float | None],
         unit = ("" if eps is None else
                 " (matched epsilon, different unit and trust model: ours = one record, local DP "
                 "vs the server; Flower = one client's update per round, server adds the noise)")
-        rows.append((f"accuracy after {rounds} rounds, {name}{unit}",
-                     f"ours {fmt(oc.final) if oc else _why(o)}; "
-                     f"Flower {fmt(fc.final) if fc else _why(f)}"))
+        rows.append((f"accuracy after {rounds} rounds (best round), {name}{unit}",
+                     f"ours {oc.summary() if oc else _why(o)}; "
+                     f"Flower {fc.summary() if fc else _why(f)}"))
         if eps is not None and "noise_multiplier" in f and f["noise_multiplier"] is not None:
             ours_z = (o.get("summary") or {}).get("noise_multiplier")
             rows.append((f"noise multiplier, {name}",

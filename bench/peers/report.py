@@ -21,6 +21,14 @@ class Curve:
     def final(self) -> float | None:
         return self.accuracy[-1] if self.accuracy else None
 
+    @property
+    def best(self) -> float | None:
+        return max(self.accuracy) if self.accuracy else None
+
+    def summary(self) -> str:
+        """``final (best b)``: curves of few-client runs are noisy round to round."""
+        return f"{fmt(self.final)} (best {fmt(self.best)})"
+
 
 def curve_from_flower(out: dict[str, Any]) -> Curve:
     """Flower's ServerApp evaluations; round 0 (the initial model) is dropped.
