@@ -111,7 +111,7 @@ def _ann(version: int, weights: tuple[np.ndarray, ...], proof: LedgerProof | Non
 
 def _gate(chain: Chain, *, version: int = 0, require_proof: bool = True) -> ModelGate:
     # the device trusts the validators of the genesis file it was provisioned with
-    genesis_validators = {o.id: o.validator for o in chain.c.genesis.orgs}
+    genesis_validators = {o.id: o.validator for o in chain.c.genesis.orgs if o.validator}
     return ModelGate(session="s1", client_sha256=CLIENT, chain_id=chain.c.genesis.chain_id,
                      validators=genesis_validators, require_proof=require_proof,
                      version=version)
@@ -197,7 +197,7 @@ def test_tampered_audit_path_is_refused(chain: Chain) -> None:
         "org1", "d9")])
     real = chain.proof(fin)
     assert real.audit_path
-    bad = dataclasses.replace(real, audit_path=(bytes(32),) + real.audit_path[1:])
+    bad = dataclasses.replace(real, audit_path=(bytes(32), *real.audit_path[1:]))
     gate = _gate(chain, version=1)
     _rejected(gate, _ann(2, W2, bad), "ledger proof does not verify")
     assert _same(gate.check(_ann(2, W2, real)), W2)
