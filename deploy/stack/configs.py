@@ -80,7 +80,8 @@ def ledger_toml(*, data_dir: Path, port: int, node_id: str, validator_keys: Mapp
     return text
 
 
-def server_toml(plan: StackPlan, *, signing_key: Path, data_dir: Path, ledger_url: str,
+def server_toml(plan: StackPlan, *, signing_key: Path, data_dir: Path, manifest: Path,
+                ledger_url: str,
                 chain_id: str, mqtt_port: int, password_file: Path, metrics_port: int,
                 state_dir: Path) -> str:
     o = plan.options
@@ -88,7 +89,8 @@ def server_toml(plan: StackPlan, *, signing_key: Path, data_dir: Path, ledger_ur
     z = plan.noise_multiplier
     return "\n".join([
         _table("server", {"session": SESSION, "signing_key": signing_key, "data_dir": data_dir,
-                          "lr": o.lr, "poll_interval_s": 0.1, "state_dir": state_dir}),
+                          "manifest": manifest, "lr": o.lr, "poll_interval_s": 0.1,
+                          "state_dir": state_dir}),
         _table("round", {"min_devices": len(plan.devices), "deadline_s": 600.0,
                          "collect_deadline_s": 120.0}),
         _table("session", {"model_id": o.model, "cut": o.cut, "rounds": o.rounds,
@@ -106,11 +108,12 @@ def server_toml(plan: StackPlan, *, signing_key: Path, data_dir: Path, ledger_ur
 
 
 def gateway_toml(plan: StackPlan, org: str, *, signing_key: Path, validator_key: Path,
+                 manifest: Path,
                  state_dir: Path, eval_dir: Path, ledger_url: str, chain_id: str,
                  mqtt_port: int, password_file: Path, metrics_port: int) -> str:
     return "\n".join([
         _table("gateway", {"org": org, "session": SESSION, "signing_key": signing_key,
-                           "state_dir": state_dir}),
+                           "state_dir": state_dir, "manifest": manifest}),
         _table("ledger", {"url": ledger_url, "chain_id": chain_id, "poll_interval_s": 0.2}),
         _table("mqtt", {"port": mqtt_port, "client_id": mqtt_user(org, "gateway"),
                         "username": mqtt_user(org, "gateway"), "password_file": password_file}),

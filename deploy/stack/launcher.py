@@ -51,13 +51,14 @@ from ledger_node.client import LedgerClient
 from ledger_node.genesis import Genesis, write_genesis_with_keys
 from models.data import default_window
 from models.datasets.ucr import TsDataset, load_split
-from models.manifest import Manifest, artifact_dir, list_artifacts
+from models.manifest import Manifest, artifact_dir, list_artifacts, load_manifest
 
 log = logging.getLogger(__name__)
 
 __all__ = ["StackRun"]
 
 CHAIN_ID = "splitfed-demo"
+VIBRATION_LENGTH = 256
 BIN = Path(sys.executable).parent
 
 
@@ -95,7 +96,10 @@ class StackRun:
 
     # -- preparation ------------------------------------------------------------------
     def _dataset(self) -> tuple[TsDataset, TsDataset, Path, str]:
+        """(train, test, directory holding NAME_TRAIN/TEST.ts, NAME)."""
         name = self.o.dataset
+        if name == "synthetic-vibration":
+            return self._vibration()
         if name.endswith(".ts"):
             path = Path(name)
             stem = path.name.removesuffix(".ts").removesuffix("_TRAIN").removesuffix("_TEST")
@@ -103,17 +107,43 @@ class StackRun:
         train, test = load_split(self.o.data_dir, name)
         return train, test, self.o.data_dir, name
 
-    def _manifest(self, dataset: str) -> Manifest:
+    def _vibration(self) -> tuple[TsDataset, TsDataset, Path, str]:
+        """Bearing-fault vibration windows, one simulated machine per device, as .ts files."""
+        from models.datasets.vibration import make_vibration_split
+
+        machines = self.o.orgs * self.o.devices_per_org
+        train, test = make_vibration_split(machines=machines, train_per_machine=60,
+                                           test_per_machine=30, length=VIBRATION_LENGTH,
+                                           seed=self.o.seed)
+        src = self.root / "data" / "source"
+        src.mkdir(parents=True, exist_ok=True)
+        for split, ds in (("TRAIN", train), ("TEST", test)):
+            write_ts(src / f"VIBRATION_{split}.ts", name="VIBRATION", series=list(ds.series),
+                     labels=[ds.class_names[int(v)] for v in ds.labels],
+                     class_names=ds.class_names)
+        return (*load_split(src, "VIBRATION"), src, "VIBRATION")
+
+    def _manifest(self, dataset: str, src: Path) -> tuple[Manifest, Path]:
+        """The committed artifact for (model, cut, dataset), or one built for this run."""
+        known = False
         for m in list_artifacts():
             if (m.model_id, m.cut) == (self.o.model, self.o.cut):
-                if m.dataset != dataset:
-                    raise StackError(
-                        f"the committed {m.model_id}/cut{m.cut} artifact was built for "
-                        f"{m.dataset}; build one for {dataset} with "
-                        f"`splitfed-models build --model {m.model_id} --cut {m.cut} "
-                        f"--dataset {dataset}`")
-                return m
-        raise StackError(f"no model artifact {self.o.model}/cut{self.o.cut}")
+                known = True
+                if m.dataset == dataset:
+                    return m, artifact_dir(m.model_id, m.cut) / "manifest.json"
+        if not known:
+            raise StackError(f"no model {self.o.model}/cut{self.o.cut} in the zoo")
+        out = self.root / "models"
+        self.echo(f"building {self.o.model}/cut{self.o.cut} for {dataset} (TensorFlow, once) ...")
+        try:
+            self._cli([_bin("splitfed-models"), "build", "--model", self.o.model, "--cut",
+                       str(self.o.cut), "--dataset", dataset, "--data-dir", str(src),
+                       "--out", str(out)], f"model build for {dataset}", timeout=1800)
+        except StackError as exc:
+            raise StackError(f"{exc}\n(building a model for a new dataset needs the [build] "
+                             f"extra: pip install 'iiot-splitfed[build]')") from None
+        path = out / self.o.model / f"cut{self.o.cut}" / "manifest.json"
+        return load_manifest(path), path
 
     def _write_eval_sets(self, plan: StackPlan, name: str, src: Path, test: TsDataset) -> None:
         """Held-out data: the server and each validator org get their own part of TEST."""
@@ -239,7 +269,7 @@ class StackRun:
         for sub in ("logs", "config", "data", "agents"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         train, test, src, name = self._dataset()
-        manifest = self._manifest(name)
+        manifest, manifest_path = self._manifest(name, src)
         window = default_window(name)
         plan = make_plan(o, train_labels=train.labels, test_labels=test.labels,
                          num_classes=len(train.class_names))
@@ -265,7 +295,8 @@ class StackRun:
             server_cfg = self.root / "config" / "server.toml"
             server_cfg.write_text(configs.server_toml(
                 plan, signing_key=genesis_dir / "keys" / "server.key",
-                data_dir=self.root / "data" / "server", ledger_url=self.ledger_urls[plan.orgs[0]],
+                data_dir=self.root / "data" / "server", manifest=manifest_path,
+                ledger_url=self.ledger_urls[plan.orgs[0]],
                 chain_id=CHAIN_ID, mqtt_port=self.broker.port,
                 password_file=self.passwords["server"], metrics_port=free_port(),
                 state_dir=self.root / "server-state"))
@@ -276,7 +307,6 @@ class StackRun:
                 states = dict(zip([d.name for d in plan.devices],
                                   pool.map(lambda d: self._provision(d, genesis_dir),
                                            plan.devices), strict=True))
-            manifest_path = artifact_dir(manifest.model_id, manifest.cut) / "manifest.json"
             for d in plan.devices:
                 meter = self._start_meter(d, src / f"{name}_TRAIN.ts", window)
                 cfg = self.root / "config" / f"agent-{d.name}.toml"
@@ -295,6 +325,7 @@ class StackRun:
                 cfg.write_text(configs.gateway_toml(
                     plan, org, signing_key=genesis_dir / "keys" / f"{org}-gateway.key",
                     validator_key=genesis_dir / "keys" / f"{org}-validator.key",
+                    manifest=manifest_path,
                     state_dir=self.root / "gateways" / org, eval_dir=self.root / "data" / org,
                     ledger_url=self.ledger_urls[org], chain_id=CHAIN_ID,
                     mqtt_port=self.broker.port,
