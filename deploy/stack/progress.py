@@ -162,13 +162,17 @@ def _plot(history: list[dict[str, Any]], path: Path, budget: float | None) -> bo
     ax1.set_xlabel("round")
     ax1.set_ylabel("accuracy", color="tab:blue")
     ax1.set_ylim(0, 1)
-    ax2 = ax1.twinx()
-    ax2.plot(rounds, [h["epsilon_max"] for h in history], "s--", color="tab:red",
-             label="max epsilon per device")
+    ax1.set_xticks(rounds)
     if budget is not None:
+        ax2 = ax1.twinx()
+        ax2.plot(rounds, [h["epsilon_max"] for h in history], "s--", color="tab:red",
+                 label="max epsilon per device")
         ax2.axhline(budget, color="tab:red", alpha=0.3, linestyle=":")
-    ax2.set_ylabel("epsilon (max over devices)", color="tab:red")
-    fig.suptitle("iiot-splitfed: accuracy and privacy spend per round")
+        ax2.set_ylim(0, budget * 1.1)
+        ax2.set_ylabel("epsilon per record (max over devices)", color="tab:red")
+        fig.suptitle(f"accuracy and privacy spend per round (budget epsilon {budget:g})")
+    else:
+        fig.suptitle("accuracy per round (non-private run)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
