@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import signal
 import socket
 import sqlite3
@@ -350,3 +351,37 @@ def test_broker_outage_mid_round_every_batch_once_in_order_round_completes(
 def _status_after(agent: AgentProcess, pred: Any) -> dict[str, Any]:
     wait_for(lambda: pred(agent.status()), 30, "status file update")
     return agent.status()
+
+
+@pytest.mark.slow
+def test_soak_repeated_kill9_during_rounds(rig_factory: Any) -> None:
+    """Five kill -9 at random moments of five rounds: nothing lost, nothing under-counted."""
+    rng = random.Random(4)
+    z = 4.0
+    rig: Rig = rig_factory(privacy=f"epsilon_budget = 1e6\nnoise_multiplier = {z}\n"
+                                   "clip_norm = 5.0",
+                           training="max_pending = 8\ngradient_timeout_s = 60.0")
+    server = rig.server
+    for cycle in range(5):
+        agent = rig.start_agent()
+        wait_for(lambda a=agent: held(a) >= 1, 60, "a record")  # type: ignore[misc]
+        server.command(session="s1", round=cycle, kind="start_round",
+                       args={"steps": 100_000, "batch_size": RECORDS, "lr": 0.01})
+        got = len(server.unique_in_order())
+        wait_for(lambda g=got: len(server.unique_in_order()) >= g + 10, 60,  # type: ignore[misc]
+                 "batches flowing")
+        time.sleep(rng.uniform(0.0, 0.3))  # a random moment of the release loop
+        agent.kill9()
+        assert agent.proc.returncode == -signal.SIGKILL
+    next_seq, _ = spool_snapshot(rig.files.state_dir)
+    on_disk = json.loads((rig.files.state_dir / "privacy.json").read_text())
+    final = rig.start_agent()
+    wait_for(lambda: set(range(next_seq)) <= set(server.unique_in_order()), 60,
+             "every committed message after the last restart")
+    assert set(server.unique_in_order()) == set(range(next_seq))
+    assert_one_message_per_seq(server)
+    with server.lock:
+        acts = list(server.activations.values())
+    assert on_disk["epsilon"] >= max(a.epsilon_spent for a in acts)
+    assert on_disk["releases"] >= len(acts)
+    assert final.stop() == 0
