@@ -198,7 +198,10 @@ def summarise(run: StackRun, plan: StackPlan, genesis: Genesis, manifest: Manife
     rejected = {org: _by_label(port, "rejected", "reason")
                 for org, port in run.gateway_ports.items()}
     baseline = _baseline(manifest)
-    final = history[-1]["accuracy"] if history else None
+    # what devices run: the last version the validators finalised (a rejected proposal is
+    # reported per round but never becomes the model)
+    finalised = [h for h in history if h["finalised"]]
+    final = finalised[-1]["accuracy"] if finalised else None
     eps_agent = [d["epsilon_agent"] for d in devices if d["epsilon_agent"] is not None]
     summary = {
         "run_dir": str(run.root), "dataset": o.dataset, "model": f"{o.model}/cut{o.cut}",
@@ -206,7 +209,9 @@ def summarise(run: StackRun, plan: StackPlan, genesis: Genesis, manifest: Manife
         "sfl": o.sfl, "ledger": o.ledger, "label_dp": o.label_dp,
         "epsilon_budget": o.epsilon, "delta": o.delta,
         "noise_multiplier": plan.noise_multiplier, "epochs_per_record": plan.epochs_per_record,
-        "final_accuracy": final, "baseline_accuracy": baseline,
+        "final_accuracy": final, "final_version": finalised[-1]["version"] if finalised else 0,
+        "rejected_proposals": [h["version"] for h in history if not h["finalised"]],
+        "baseline_accuracy": baseline,
         "max_epsilon": max(eps_agent) if eps_agent else None,
         "mean_epsilon": sum(eps_agent) / len(eps_agent) if eps_agent else None,
         "within_budget": (o.epsilon is None
