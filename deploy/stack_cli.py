@@ -41,8 +41,11 @@ def _print_summary(s: dict[str, Any]) -> None:
     echo("== summary ==")
     base = s.get("baseline_accuracy") or {}
     acc = s.get("final_accuracy")
-    echo(f"final held-out accuracy   {_fmt(acc)}   (centralized non-private baseline, same "
-         f"model: Keras {_fmt(base.get('keras'))}, LiteRT {_fmt(base.get('litert'))})")
+    echo(f"final held-out accuracy   {_fmt(acc)} of model v{s['final_version']}   (centralized "
+         f"non-private baseline, same model: Keras {_fmt(base.get('keras'))}, LiteRT "
+         f"{_fmt(base.get('litert'))})")
+    if s["rejected_proposals"]:
+        echo(f"rejected by the validators: proposals {s['rejected_proposals']} (never loaded)")
     if s["epsilon_budget"] is None:
         echo("privacy                   NON-PRIVATE run (no local DP; declared in every message)")
     else:
