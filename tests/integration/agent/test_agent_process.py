@@ -152,14 +152,15 @@ def test_kill9_mid_round_loses_no_spooled_message_and_never_undercounts(
     z = 4.0
     rig: Rig = rig_factory(privacy=f"epsilon_budget = 1e4\nnoise_multiplier = {z}\n"
                                    "clip_norm = 5.0",
-                           training="max_pending = 8\ngradient_timeout_s = 60.0")
+                           training="max_pending = 8\ngradient_timeout_s = 2.0")
     server = rig.server
     agent = rig.start_agent()
     wait_for(lambda: held(agent) >= RECORDS, 60, "8 PLAID records read over Modbus TCP")
     server.command(session="s1", round=0, kind="start_round",
                    args={"steps": 100_000, "batch_size": RECORDS, "lr": 0.01})
     wait_for(lambda: len(server.unique_in_order()) >= 20, 60, "batches flowing")
-    # freeze the broker so PUBACKs stop: the agent keeps releasing into its spool
+    # freeze the broker so PUBACKs stop: as unanswered batches expire (2 s) the agent
+    # releases more, and they wait in its spool
     broker_pid = mosquitto.pid
     assert broker_pid is not None
     os.kill(broker_pid, signal.SIGSTOP)
