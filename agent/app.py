@@ -78,7 +78,7 @@ RECORD_ID_KEY = "record_next_id"
 class _SensorThread(threading.Thread):
     """Reads one window source into the shared queue until stopped."""
 
-    def __init__(self, name: str, source: WindowSource, out: queue.Queue[Window],
+    def __init__(self, name: str, source: WindowSource, out: queue.Queue[tuple[str, Window]],
                  stop: threading.Event, errors: Counter[str]) -> None:
         super().__init__(name=f"sensor-{name}", daemon=True)
         self.source, self.out, self.stop_event, self.errors = source, out, stop, errors
@@ -98,7 +98,7 @@ class _SensorThread(threading.Thread):
                 self.stop_event.wait(1.0)
                 continue
             try:
-                self.out.put(window, timeout=1.0)
+                self.out.put((self.sensor, window), timeout=1.0)
             except queue.Full:
                 self.errors[f"{self.sensor}:queue_full"] += 1
 
@@ -135,7 +135,7 @@ class AgentApp:
                                        state_detail=self._state_detail)
         self.outbox = Outbox(self.accountant, self.spool, self.publisher)
         self.notifier = notifier or SystemdNotifier()
-        self.windows: queue.Queue[Window] = queue.Queue(maxsize=256)
+        self.windows: queue.Queue[tuple[str, Window]] = queue.Queue(maxsize=256)
         self.counters: Counter[str] = Counter()
         self.sensor_errors: Counter[str] = Counter()
         self._stop = threading.Event()
@@ -232,9 +232,18 @@ class AgentApp:
         n = 0
         while True:
             try:
-                w = self.windows.get_nowait()
+                sensor, w = self.windows.get_nowait()
             except queue.Empty:
                 return n > 0
+            # A meter still showing the capture a crashed agent already took would make the
+            # same window a second record (its privacy spend split across two ids). The last
+            # capture number per sensor is persisted before the window becomes a record, and
+            # an exact repeat is skipped (a meter that restarts counting still works).
+            key = f"last_capture:{sensor}"
+            if self.spool.get_meta(key) == str(w.source_seq):
+                self.counters["duplicate_captures"] += 1
+                continue
+            self.spool.set_meta(key, str(w.source_seq))
             rid = self.spool.increment_meta(RECORD_ID_KEY)
             self.records.add(rid, w.x, w.label)
             self.counters["windows"] += 1

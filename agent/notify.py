@@ -50,7 +50,8 @@ class SystemdNotifier:
         data = "\n".join(lines).encode()
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-                sock.sendto(data, self._address)
+                # never block the agent's main loop on a full or unread notify socket
+                sock.sendto(data, socket.MSG_DONTWAIT, self._address)
         except OSError as exc:
             log.warning("sd_notify failed: %s", exc)
             return False

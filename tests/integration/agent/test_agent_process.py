@@ -65,7 +65,8 @@ class Rig:
     """Broker + simulator + stand-in server + files; agents started by the test."""
 
     def __init__(self, tmp: Path, broker: MosquittoBroker, data_dir: Path, *,
-                 privacy: str, training: str = "", in_process_sensor: bool = False) -> None:
+                 privacy: str, training: str = "", in_process_sensor: bool = False,
+                 live_meter: bool = False) -> None:
         self.tmp, self.broker = tmp, broker
         self.manifest = pick_manifest()
         length = self.manifest.input_shape[1]
@@ -73,8 +74,11 @@ class Rig:
         if in_process_sensor:
             sensors = simulated_sensor(data_dir / "PLAID_TRAIN.ts", list(range(16)), length)
         else:
+            # live_meter: the meter keeps producing captures (as a live sensor does), so a
+            # restarted agent has new windows; otherwise each record is served once
             self.sim = SimulatorProcess(data_dir / "PLAID_TRAIN.ts",
-                                        indices=list(range(RECORDS)), workdir=tmp)
+                                        indices=list(range(RECORDS)), workdir=tmp,
+                                        once=not live_meter)
             sensors = tcp_capture_sensor(self.sim.port, length)
         self.files: AgentFiles = write_agent_files(tmp, broker, sensors=sensors, privacy=privacy,
                                                    training=training, manifest=self.manifest)
@@ -150,9 +154,12 @@ def assert_one_message_per_seq(server: StandInServer) -> None:
 def test_kill9_mid_round_loses_no_spooled_message_and_never_undercounts(
         rig_factory: Any, mosquitto: MosquittoBroker) -> None:
     z = 4.0
+    # a live meter: after the restart the agent needs new windows; the capture the dead agent
+    # already took is NOT taken again (that would split one window's spend over two ids)
     rig: Rig = rig_factory(privacy=f"epsilon_budget = 1e4\nnoise_multiplier = {z}\n"
                                    "clip_norm = 5.0",
-                           training="max_pending = 8\ngradient_timeout_s = 2.0")
+                           training="max_pending = 8\ngradient_timeout_s = 2.0",
+                           live_meter=True)
     server = rig.server
     agent = rig.start_agent()
     wait_for(lambda: held(agent) >= RECORDS, 60, "8 PLAID records read over Modbus TCP")
@@ -386,3 +393,22 @@ def test_soak_repeated_kill9_during_rounds(rig_factory: Any) -> None:
     assert on_disk["epsilon"] >= max(a.epsilon_spent for a in acts)
     assert on_disk["releases"] >= len(acts)
     assert final.stop() == 0
+
+
+def test_restarted_agent_does_not_take_the_same_capture_twice(
+        rig_factory: Any, mosquitto: MosquittoBroker) -> None:
+    """A meter still showing the capture a killed agent took must not become a second record.
+
+    Otherwise one window's releases would be split over two record ids and the per-record
+    epsilon would under-count it.
+    """
+    rig: Rig = rig_factory(privacy="epsilon_budget = 1e4\nnoise_multiplier = 4.0")
+    agent = rig.start_agent()
+    wait_for(lambda: held(agent) >= RECORDS, 60, "every record of the once-only meter read")
+    ids_before = _record_ids(agent)
+    agent.kill9()
+    agent2 = rig.start_agent()
+    wait_for(lambda: agent2.status().get("counters", {}).get("duplicate_captures", 0) >= 1, 60,
+             "the restarted agent to see the meter's last capture again")
+    assert held(agent2) == 0
+    assert _record_ids(agent2) == ids_before  # no new record id for the repeated capture
