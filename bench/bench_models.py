@@ -149,7 +149,8 @@ def main() -> None:
                       f"{edge['rss']:.1f} MiB"))
     accuracy = []
     for dataset in ("PLAID", "ACSF1"):
-        for mid, cut in (("cnn1d", 1), ("cnn1d", 2), ("mlp", 1), ("mlp", 2)):
+        for mid, cut in (("cnn1d", 1), ("cnn1d", 2), ("mlp", 1), ("mlp", 2), ("mlp_dp", 1),
+                         ("mlp_dp", 2)):
             r = run_baseline(mid, cut, default_window(dataset), TrainConfig(seed=0))
             accuracy.append(r)
             table.append((f"accuracy {dataset} {mid} cut{cut} (keras / litert)",
