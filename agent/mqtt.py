@@ -329,6 +329,7 @@ class PahoPublisher:
         client.on_publish = self._guard(self._on_publish)
         client.on_message = self._guard(self._on_message)
         client.on_subscribe = self._guard(self._on_subscribe)
+        client.on_socket_open = self._guard(tcp_no_delay)
         return client
 
     def _state_payload(self, *, online: bool) -> bytes:
@@ -427,6 +428,13 @@ class PahoPublisher:
         self.stats.received += 1
         if self._on_message_cb is not None:
             self._on_message_cb(message.topic, bytes(message.payload))
+
+
+def tcp_no_delay(_client: paho.Client, _userdata: Any, sock: Any) -> None:
+    """Disable Nagle on every new broker socket (also after reconnects): small QoS 1
+    messages otherwise wait ~40-90 ms for delayed ACKs (bench/results/server.md)."""
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _check_rc(rc: MQTTErrorCode | int, what: str) -> None:

@@ -157,6 +157,9 @@ class MosquittoBroker:
         (self.workdir / "data").mkdir(exist_ok=True)
         lines = [
             "per_listener_settings false",
+            # small QoS 1 messages in request/response: without it Nagle + delayed ACKs add
+            # ~40-90 ms per exchange (bench/results/server.md)
+            "set_tcp_nodelay true",
             f"listener {self.port} {self.host}",
             "persistence true",
             f"persistence_location {self.workdir / 'data'}/",

@@ -27,6 +27,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from agent.mqtt import tcp_no_delay
 from protocol.errors import ConfigError, TransportError
 
 __all__ = ["Inbound", "MqttSettings", "PahoLink"]
@@ -115,6 +116,7 @@ class PahoLink:
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
+        c.on_socket_open = tcp_no_delay  # never raises; see agent.mqtt.tcp_no_delay
         self._client = c
 
     # -- paho callbacks (network thread; never raise) ---------------------------------
