@@ -17,7 +17,9 @@ optimiser budget (rounds x local steps x batch size), same evaluation set
 Environment: ``PEERS_ROUNDS`` (default 20), ``PEERS_EPSILONS`` (default
 "1,4,8"), ``PEERS_DEVICE_ROUNDS`` (default 5: rounds of the one-SuperNode
 device-cost run), ``PEERS_SKIP_OURS=1`` to run only the Flower side,
-``PEERS_RERENDER=1`` to rebuild the table from the committed JSON.
+``PEERS_RERENDER=1`` to rebuild the table from the committed JSON; ``PEERS_MODEL``,
+``PEERS_CUT``, ``PEERS_STEPS``, ``PEERS_BATCH`` choose the model and the per-round budget
+(both systems).
 See docs/benchmarks.md.
 """
 
@@ -60,7 +62,11 @@ def _plan(rounds: int, data_dir: Path) -> StackPlan:
 
     train, test = load_split(data_dir, "PLAID")
     opts = StackOptions(run_dir=Path(tempfile.gettempdir()), data_dir=data_dir, dataset="PLAID",
-                        orgs=ORGS, devices_per_org=DEVICES_PER_ORG, rounds=rounds, epsilon=None)
+                        orgs=ORGS, devices_per_org=DEVICES_PER_ORG, rounds=rounds, epsilon=None,
+                        model=os.environ.get("PEERS_MODEL", "cnn1d"),
+                        cut=int(os.environ.get("PEERS_CUT", "1")),
+                        steps_per_round=int(os.environ.get("PEERS_STEPS", "8")),
+                        batch_size=int(os.environ.get("PEERS_BATCH", "16")))
     return make_plan(opts, train_labels=np.asarray(train.labels),
                      test_labels=np.asarray(test.labels), num_classes=len(train.class_names))
 
@@ -155,9 +161,12 @@ def main() -> None:
     ours: dict[str, Any] = {}
     if os.environ.get("PEERS_SKIP_OURS") != "1":
         for eps in settings:
-            ours[_eps_name(eps)] = run_ours(rounds=rounds, epsilon=eps, orgs=ORGS,
-                                            devices_per_org=DEVICES_PER_ORG, data_dir=data_dir,
-                                            workdir=work)
+            ours[_eps_name(eps)] = run_ours(
+                rounds=rounds, epsilon=eps, orgs=ORGS, devices_per_org=DEVICES_PER_ORG,
+                data_dir=data_dir, workdir=work,
+                extra=["--model", opts.model, "--cut", str(opts.cut),
+                       "--steps-per-round", str(opts.steps_per_round),
+                       "--batch-size", str(opts.batch_size)])
     else:
         ours = {_eps_name(e): {"skipped": "PEERS_SKIP_OURS=1"} for e in settings}
     data["ours"] = ours
