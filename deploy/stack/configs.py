@@ -91,8 +91,10 @@ def server_toml(plan: StackPlan, *, signing_key: Path, data_dir: Path, manifest:
         _table("server", {"session": SESSION, "signing_key": signing_key, "data_dir": data_dir,
                           "manifest": manifest, "lr": o.lr, "poll_interval_s": 0.1,
                           "state_dir": state_dir}),
-        _table("round", {"min_devices": len(plan.devices), "deadline_s": 600.0,
-                         "collect_deadline_s": 120.0}),
+        # every device is expected; one that dropped out (or halted at its budget with
+        # nothing left to send) costs the round at most the deadline
+        _table("round", {"min_devices": len(plan.devices), "deadline_s": 120.0,
+                         "collect_deadline_s": 60.0}),
         _table("session", {"model_id": o.model, "cut": o.cut, "rounds": o.rounds,
                            "sfl_mode": o.sfl,
                            "min_noise_multiplier": (z * 0.999 if z is not None else 0.0),

@@ -320,6 +320,7 @@ class StackRun:
                                                      str(cfg)],
                                  ready=_file_ready(states[d.name] / "status.json"),
                                  timeout=90)
+            self._wait_for_records(plan)
             for org in plan.orgs:
                 cfg = self.root / "config" / f"gateway-{org}.toml"
                 cfg.write_text(configs.gateway_toml(
@@ -344,6 +345,35 @@ class StackRun:
         finally:
             self.close()
         return finish(self, summary)
+
+    def _wait_for_records(self, plan: StackPlan, *, timeout: float = 300.0) -> None:
+        """Start training only once every device holds its whole share.
+
+        The plan sizes the noise for ceil(R*S*B / n) epochs per record; with every record
+        present at round 1 the agent's epoch-ordered batches can never release a record
+        more often than that (short end-of-epoch batches only mean fewer epochs). Records
+        still streaming in mid-epoch would join later epochs and be released more often,
+        so a device could exhaust its budget before the last round.
+        """
+        self.echo("waiting for every meter to deliver its records ...")
+
+        def held(d: DevicePlan) -> int:
+            path = self.root / "agents" / d.name / "state" / "status.json"
+            try:
+                return int(json.loads(path.read_text())["records"]["held"])
+            except (OSError, ValueError, KeyError, TypeError):
+                return 0
+
+        def all_loaded() -> bool:
+            return all(held(d) >= len(d.indices) for d in plan.devices)
+
+        try:
+            wait_until(all_loaded, timeout=timeout, what="meters delivering their records",
+                       interval=0.5)
+        except StackError as exc:
+            short = {d.name: f"{held(d)}/{len(d.indices)}" for d in plan.devices
+                     if held(d) < len(d.indices)}
+            raise StackError(f"{exc}: {short}") from None
 
     def _write_plan(self, plan: StackPlan) -> None:
         doc = {"orgs": plan.orgs, "noise_multiplier": plan.noise_multiplier,

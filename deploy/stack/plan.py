@@ -45,10 +45,10 @@ class StackOptions:
     ledger: Literal["solo", "etcd"] = "solo"
     label_dp: bool = False
     label_epsilon: float = 0.5
-    model: str = "cnn1d"
-    cut: int = 1
-    steps_per_round: int = 8
-    batch_size: int = 16
+    model: str = "mlp_dp"             # narrow unit-norm cut made for local DP
+    cut: int = 2
+    steps_per_round: int = 3           # rounds*steps*batch ~ 1-2 epochs of a device's records
+    batch_size: int = 8
     lr: float = 0.05
     alpha: float = 1.0                 # Dirichlet concentration; smaller = more skewed
     serial_every: int = 2              # every n-th device reads its meter over RTU on a pty
