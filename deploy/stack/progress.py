@@ -233,6 +233,15 @@ def _accountant(state_dir: Path) -> dict[str, Any] | None:
 
 def finish(run: StackRun, summary: dict[str, Any]) -> dict[str, Any]:
     """After every process stopped: verify the ledgers, plot, write ``summary.json``."""
+    # the agents rewrote their status files when they stopped: take the final counts
+    for d in summary["per_device"]:
+        org, _, dev = d["device"].partition("/")
+        try:
+            st = json.loads((run.root / "agents" / f"{org}-{dev}" / "state" /
+                             "status.json").read_text())
+            d["batches"] = st.get("counters", {}).get("batches_released", d["batches"])
+        except (OSError, ValueError):
+            pass
     summary["ledger_verify"] = _verify(run)
     summary["wall_time_s"] = round(time.monotonic() - run.started, 1)
     if _plot(summary["per_round"], run.root / "progress.png", summary["epsilon_budget"]):
