@@ -188,7 +188,7 @@ class StackRun:
             self.etcd = EtcdCluster(self.root / "etcd", n=len(plan.orgs),
                                     cluster_name="splitfed-demo")
             self.etcd.start()
-            endpoints = self.etcd.client_urls()
+            endpoints = list(self.etcd.client_urls)
             nodes = [(org, {org: keys / f"{org}-validator.key"}) for org in plan.orgs]
         for node_id, vkeys in nodes:
             data = self.root / "ledger" / node_id

@@ -59,3 +59,17 @@ def test_private_stack_learns_within_budget_and_ledger_verifies(tmp_path: Path,
     assert {d["transport"] for d in summary["per_device"]} == {"tcp", "rtu"}
     assert Path(summary["run_dir"], "summary.json").is_file()
     assert Path(summary["run_dir"], "progress.png").is_file()
+
+
+def test_etcd_consortium_stack_runs_and_every_node_verifies(tmp_path: Path,
+                                                            data_dir: Path) -> None:
+    """`--ledger etcd`: an etcd member and a ledger node per organisation, as real processes."""
+    options = StackOptions(run_dir=tmp_path / "run", data_dir=data_dir, orgs=3,
+                           devices_per_org=1, rounds=2, epsilon=8.0, ledger="etcd", seed=2)
+    summary = StackRun(options, echo=lambda _: None).run()
+    assert summary["final_version"] >= 1
+    assert set(summary["ledger_verify"]) == {"org1", "org2", "org3"}
+    assert all(v["ok"] for v in summary["ledger_verify"].values())
+    for d in summary["per_device"]:
+        assert 0 < d["epsilon_agent"] <= 8.0
+        assert d["epsilon_ledger"] == pytest.approx(d["epsilon_agent"], rel=1e-9)
