@@ -136,7 +136,7 @@ def agent_toml(plan: StackPlan, d: DevicePlan, *, state_dir: Path, manifest: Pat
     if o.epsilon is None:
         privacy = {"enabled": False}
     elif o.label_dp:
-        privacy.update(labels="randomized_response", label_epsilon=o.label_epsilon)
+        privacy.update(labels="randomized_response", label_epsilon=plan.label_epsilon)
     sensor = {"name": "meter", "unit": 1, "mode": "capture", "timeout": 2.0, **meter}
     sensor_lines = "\n".join(f"{k} = {_q(v)}" for k, v in sensor.items())
     return "\n".join([

@@ -38,18 +38,19 @@ class StackOptions:
     dataset: str = "PLAID"             # a name in data_dir, a .ts path, or synthetic-vibration
     orgs: int = 2
     devices_per_org: int = 2
-    rounds: int = 5
+    rounds: int = 3
     epsilon: float | None = 8.0        # None: non-private (no noise, no label DP)
     delta: float = 1e-5
     sfl: Literal["v1", "v2"] = "v2"
     ledger: Literal["solo", "etcd"] = "solo"
     label_dp: bool = False
-    label_epsilon: float = 0.5
+    label_epsilon: float | None = None  # per release; default: a quarter of the budget
+                                        # spread over the planned epochs
     model: str = "mlp_dp"             # narrow unit-norm cut made for local DP
     cut: int = 2
-    steps_per_round: int = 3           # rounds*steps*batch ~ 1-2 epochs of a device's records
+    steps_per_round: int = 4           # rounds*steps*batch ~ 1-2 epochs of a device's records
     batch_size: int = 8
-    lr: float = 0.05
+    lr: float = 0.01
     alpha: float = 1.0                 # Dirichlet concentration; smaller = more skewed
     serial_every: int = 2              # every n-th device reads its meter over RTU on a pty
     seed: int = 0
@@ -95,6 +96,7 @@ class StackPlan:
     validator_eval: dict[str, tuple[int, ...]]    # per validator org: its own held-out data
     epochs_per_record: int                        # worst case over devices
     noise_multiplier: float | None                # None: non-private
+    label_epsilon: float | None                   # per label release (randomized response)
     num_classes: int
 
     def devices_of(self, org: str) -> list[DevicePlan]:
@@ -124,10 +126,14 @@ def make_plan(options: StackOptions, *, train_labels: npt.NDArray[np.int64],
     smallest = min(len(d.indices) for d in devices)
     epochs = max(1, math.ceil(options.rounds * per_round / smallest))
     z: float | None = None
+    label_eps: float | None = None
     if options.epsilon is not None:
+        if options.label_dp:
+            label_eps = (options.label_epsilon if options.label_epsilon is not None
+                         else options.epsilon / 4 / epochs)
         z = noise_multiplier_for_budget(
             epsilon=options.epsilon, delta=options.delta, releases_per_record=epochs,
-            label_epsilon=options.label_epsilon if options.label_dp else None)
+            label_epsilon=label_eps)
     order = rng.permutation(len(test_labels))
     half = len(order) // 2
     server_eval = tuple(int(i) for i in sorted(order[:half]))
@@ -136,4 +142,5 @@ def make_plan(options: StackOptions, *, train_labels: npt.NDArray[np.int64],
                                                                              strict=True)}
     return StackPlan(options=options, orgs=orgs, devices=tuple(devices),
                      server_eval=server_eval, validator_eval=validator_eval,
-                     epochs_per_record=epochs, noise_multiplier=z, num_classes=num_classes)
+                     epochs_per_record=epochs, noise_multiplier=z, label_epsilon=label_eps,
+                     num_classes=num_classes)
