@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from agent.config import AgentConfig
-from agent.model_sync import ModelGate, ModelRejectedError
+from agent.model_sync import ModelGate
 from agent.mqtt import PahoPublisher
 from agent.notify import SystemdNotifier
 from agent.outbox import Outbox
@@ -301,7 +301,7 @@ class AgentApp:
         try:
             weights = self.gate.check(msg)
             self.runtime.set_weights(weights)
-        except (ModelRejectedError, SplitfedError) as exc:
+        except SplitfedError as exc:  # ModelRejectedError, or weights the runtime refuses
             self.counters["model_refused"] += 1
             log.warning("refused model version %d: %s", msg.version, exc)
             return

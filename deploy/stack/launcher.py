@@ -48,7 +48,7 @@ from deploy.stack.plan import DevicePlan, StackOptions, StackPlan, make_plan
 from deploy.stack.procs import ProcessGroup, StackError, port_open, wait_until
 from deploy.stack.tsfile import write_ts
 from ledger_node.client import LedgerClient
-from ledger_node.genesis import Genesis, write_genesis_with_keys
+from ledger_node.genesis import write_genesis_with_keys
 from models.data import default_window
 from models.datasets.ucr import TsDataset, load_split
 from models.manifest import Manifest, artifact_dir, list_artifacts, load_manifest
@@ -399,18 +399,3 @@ class StackRun:
             self.etcd.stop()
             self.etcd = None
 
-
-def wait_ledger(url: str, *, timeout: float) -> None:
-    client = LedgerClient(url, timeout=2)
-
-    def up() -> bool:
-        try:
-            client.height()
-            return True
-        except Exception:
-            return False
-
-    wait_until(up, timeout=timeout, what=f"ledger {url}")
-
-
-__all__ += ["Genesis"]

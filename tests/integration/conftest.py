@@ -32,7 +32,7 @@ MQTT_USERS: dict[str, str] = {
 @pytest.fixture
 def mosquitto_factory(tmp_path: Path) -> Iterator[Callable[..., MosquittoBroker]]:
     if shutil.which("mosquitto") is None:
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+        pytest.fail("mosquitto is not installed: run `make setup` (apt-get install mosquitto)")
     brokers: list[MosquittoBroker] = []
 
     def make(**kwargs: Any) -> MosquittoBroker:

@@ -44,7 +44,7 @@ ORG = "org1"
 def _manifest() -> Manifest:
     arts = [m for m in list_artifacts() if m.model_id == "cnn1d" and m.cut == 1]
     if not arts:
-        pytest.skip("model artifacts are not installed")
+        pytest.fail("model artifacts are missing (models/artifacts is part of the package)")
     return arts[0]
 
 
