@@ -7,10 +7,10 @@ so a process's whole life up to its last sample; ``cutime + cstime`` for
 the children it has already reaped), the peak resident set
 (``VmHWM`` of ``/proc/<pid>/status``, the kernel's own high-water mark, so
 no peak is missed between samples) and, per TCP connection it owns, the
-largest ``bytes_sent`` / ``bytes_received`` the kernel reports in
-``ss -tinp`` (real bytes on the loopback socket, TCP payload including
-TLS/MQTT/gRPC framing, excluding TCP/IP headers). What happens after the
-last sample before a process exits (< ``interval``) is not counted, and a
+largest ``bytes_sent`` (less ``bytes_retrans``) / ``bytes_received`` the
+kernel reports in ``ss -tinp`` (real bytes on the loopback socket, TCP payload
+including TLS/MQTT/gRPC framing, excluding TCP/IP headers and retransmissions).
+What happens after the last sample before a process exits (< ``interval``) is not counted, and a
 connection opened and closed between two samples is missed.
 """
 
@@ -29,7 +29,7 @@ __all__ = ["ProcSample", "ProcSampler"]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _SS_OWNER = re.compile(r"pid=(\d+)")
-_SS_BYTES = re.compile(r"\b(bytes_sent|bytes_received):(\d+)")
+_SS_BYTES = re.compile(r"\b(bytes_sent|bytes_received|bytes_retrans):(\d+)")
 
 
 @dataclass(slots=True, kw_only=True)
@@ -93,8 +93,10 @@ def _socket_bytes() -> dict[int, dict[str, tuple[int, int]]]:
             continue
         counts = dict(_SS_BYTES.findall(info))
         key = f"{cols[3]} {cols[4]}"  # state, recv-q, send-q, local, peer
+        # bytes_sent counts retransmitted segments again; payload = sent - retransmitted
+        sent = int(counts.get("bytes_sent", 0)) - int(counts.get("bytes_retrans", 0))
         found.setdefault(int(owner.group(1)), {})[key] = (
-            int(counts.get("bytes_sent", 0)), int(counts.get("bytes_received", 0)))
+            sent, int(counts.get("bytes_received", 0)))
     return found
 
 
