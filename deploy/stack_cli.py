@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -19,7 +20,8 @@ import click
 from protocol.errors import ConfigError, SplitfedError
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = REPO.parent / "shared" / "data"
+# the UCR/UEA .ts files; the tests read the same variable (tests/conftest.py)
+DEFAULT_DATA = Path(os.environ.get("SPLITFED_DATA_DIR", str(REPO.parent / "shared" / "data")))
 
 
 def _fmt(v: Any, spec: str = ".3f") -> str:
