@@ -56,9 +56,15 @@ from protocol.tensor import (
     encode_tensor,
 )
 
-__all__ = ["LABEL_MODES", "ActivationBatch", "ClientWeights", "DpParams", "GradientBatch"]
+__all__ = ["LABEL_MODES", "PRIVACY_MODES", "ActivationBatch", "ClientWeights", "DpParams",
+           "GradientBatch"]
 
 LABEL_MODES = ("plain", "randomized_response", "none")
+# What the session's privacy mode promises about the client half (docs/privacy.md):
+# sl-frozen - never updated, never uploaded; sl-dpsgd - changed only by DP-SGD steps
+# accounted per batch; fl-dpsgd - record-level DP-FedAvg on the whole model;
+# none - explicitly non-private (epsilon is infinite wherever it is shown).
+PRIVACY_MODES = ("sl-frozen", "sl-dpsgd", "fl-dpsgd", "none")
 WEIGHTS_DP = ("dp_sgd", "unprotected")
 MAX_WEIGHT_TENSORS = 256
 
@@ -75,9 +81,11 @@ class DpParams:
     noise_multiplier: float
     label_mode: Literal["plain", "randomized_response", "none"]
     label_epsilon: float | None
+    mode: Literal["sl-frozen", "sl-dpsgd", "fl-dpsgd", "none"]
     mechanism: str = "gaussian"
 
     def __post_init__(self) -> None:
+        req_literal(self.mode, "mode", PRIVACY_MODES)
         set_field(self, "clip_norm", req_float(self.clip_norm, "clip_norm", lo=0.0, lo_open=True))
         set_field(
             self,
@@ -91,6 +99,9 @@ class DpParams:
         elif self.label_epsilon is not None:
             raise MalformedMessage("label_epsilon is only meaningful with randomized_response")
         req_id(self.mechanism, "mechanism")
+        if (self.mode == "none") != (self.mechanism == "none"):
+            raise MalformedMessage(f"privacy mode {self.mode!r} contradicts mechanism "
+                                   f"{self.mechanism!r}")
 
     def to_wire(self) -> dict[str, object]:
         return {n: getattr(self, n) for n in _names(DpParams)}

@@ -8,7 +8,13 @@ from __future__ import annotations
 from agent.privacy.accountant import Accountant, Adjacency
 from agent.privacy.composition import analytic_gaussian_epsilon, composed_epsilon
 from agent.privacy.errors import AccountantStateError
-from agent.privacy.events import DpSgdStep, GaussianRelease, LabelRelease, PrivacyEvent
+from agent.privacy.events import (
+    DpSgdStep,
+    GaussianRelease,
+    LabelRelease,
+    PoissonSampledGaussian,
+    PrivacyEvent,
+)
 from agent.privacy.mechanisms import (
     clip_rows,
     dp_sgd_aggregate,
@@ -21,7 +27,7 @@ from agent.privacy.mechanisms import (
 
 __all__ = [
     "Accountant", "AccountantStateError", "Adjacency", "DpSgdStep", "GaussianRelease",
-    "LabelRelease", "PrivacyEvent", "analytic_gaussian_epsilon", "clip_rows", "composed_epsilon",
+    "LabelRelease", "PoissonSampledGaussian", "PrivacyEvent", "analytic_gaussian_epsilon", "clip_rows", "composed_epsilon",
     "dp_sgd_aggregate", "gaussian_noise", "privatize_activations", "randomized_response",
     "rr_keep_probability", "secure_rng",
 ]

@@ -4,9 +4,10 @@ Theory of operation
 -------------------
 The unit of privacy is ONE RECORD (one sensor window).  For every record r
 the accountant keeps the total Gaussian-DP "energy" rho_r = sum mu_i^2 of the
-Gaussian releases that touched r, and the pure epsilon eps_r of the label
-releases that touched r.  Releases declared with ``records=None`` and every
-DP-SGD step are charged to every record (a global tally).  The reported
+Gaussian releases that touched r (activation rows and DP-SGD steps of batches
+that contained r), and the pure epsilon eps_r of the label releases that
+touched r.  Releases declared with ``records=None`` and every
+Poisson-sampled step are charged to every record (a global tally).  The reported
 
     epsilon = composed_epsilon(rho = max_r rho_r + rho_global,
                                pure = max_r eps_r + eps_global, delta)
@@ -18,8 +19,17 @@ guarantee is: every record the device holds is protected with
 accountant, under the declared adjacency (``"replace"``: the record may take
 any other value, sensitivity 2C; ``"zero_out"``: the record versus a null /
 absent record, sensitivity C).  Amplification by subsampling is claimed only
-for :class:`DpSgdStep` with ``sampling_prob`` set, and only under
-``"zero_out"`` (add-or-remove-one) adjacency; anything else raises.
+for :class:`PoissonSampledGaussian` (record-level DP-FedAvg, where which
+records were sampled never leaves the device), composed by ``dp_accounting``
+PLD under the same adjacency.  A DP-SGD step in split learning is charged to
+its batch with no amplification: the server sees which records' rows formed
+the batch.
+
+Audit log: every spend is appended (fsync) to ``<state>.events.jsonl`` before
+the per-record table and the summary are written, one JSON line per release
+with its events and record ids, so anyone can recompute the epsilon
+independently (``tests/unit/agent/privacy/test_transcript.py`` does it with
+``dp_accounting``).  A crash leaves the log ahead of the summary, never behind.
 
 Storage: a small JSON summary ``<state>`` (global tallies, per-record maxima,
 halted flag, SHA-256 checksum) plus the per-record tallies in SQLite
@@ -60,9 +70,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from agent.privacy.composition import composed_epsilon
+from agent.privacy.composition import composed_epsilon, sensitivity_factor
 from agent.privacy.errors import AccountantStateError
-from agent.privacy.events import DpSgdStep, GaussianRelease, LabelRelease, PrivacyEvent
+from agent.privacy.events import (
+    DpSgdStep,
+    GaussianRelease,
+    LabelRelease,
+    PoissonSampledGaussian,
+    PrivacyEvent,
+)
 from agent.privacy.record_store import RecordStore
 from protocol.errors import BudgetExceeded, PrivacyError
 
@@ -90,13 +106,13 @@ class Accountant:
             raise PrivacyError(f"epsilon_budget must be finite and > 0, got {epsilon_budget!r}")
         if not 0.0 < delta < 1.0:
             raise PrivacyError(f"delta must be in (0, 1), got {delta!r}")
-        if adjacency not in ("replace", "zero_out"):
-            raise PrivacyError(f"adjacency must be 'replace' or 'zero_out', got {adjacency!r}")
+        sensitivity_factor(adjacency)  # raises PrivacyError on anything else
         self.epsilon_budget = float(epsilon_budget)
         self.delta = float(delta)
         self.adjacency: Adjacency = adjacency
         self.state_path = Path(state_path)
         self._marker = self.state_path.with_name(self.state_path.name + ".created")
+        self.events_path = self.state_path.with_name(self.state_path.name + ".events.jsonl")
         records_path = self.state_path.with_name(self.state_path.name + ".records.db")
         had_records = records_path.exists()
         self.records_tracked = 0
@@ -186,7 +202,8 @@ class Accountant:
             self._persist()
             log.error("privacy budget: halting, %s", self.halt_reason)
             raise BudgetExceeded(self.halt_reason)
-        self._store.put_many(touched)           # per-record rows first (durable) ...
+        self._log_events(evs, new_eps)          # audit log first (durable) ...
+        self._store.put_many(touched)           # ... then the per-record rows ...
         self.records_tracked += n_new
         self._tally = tally
         self.releases += 1
@@ -195,8 +212,24 @@ class Accountant:
 
     # -- composition -----------------------------------------------------------------
     def _mu2(self, z: float) -> float:
-        s = 2.0 if self.adjacency == "replace" else 1.0
-        return (s / z) ** 2
+        return (sensitivity_factor(self.adjacency) / z) ** 2
+
+    def _log_events(self, events: list[PrivacyEvent], epsilon: float) -> None:
+        line = json.dumps({"release": self.releases + 1, "epsilon": epsilon,
+                           "events": [event_to_json(ev) for ev in events]},
+                          sort_keys=True, separators=(",", ":")) + "\n"
+        try:
+            fd = os.open(self.events_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                view = memoryview(line.encode())
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise AccountantStateError(f"cannot append privacy audit log {self.events_path}: "
+                                       f"{exc}") from exc
 
     def _tally_after(self, events: list[PrivacyEvent]
                      ) -> tuple[_Tally, dict[str, tuple[float, float]], int]:
@@ -206,20 +239,15 @@ class Accountant:
         sampled = dict(((z, q), n) for z, q, n in t.sampled)
         touched: dict[str, tuple[float, float]] = {}
         known = self._store.get_many(
-            str(r) for ev in events if not isinstance(ev, DpSgdStep) and ev.records is not None
+            str(r) for ev in events
+            if not isinstance(ev, PoissonSampledGaussian) and ev.records is not None
             for r in ev.records)
         for ev in events:
-            if isinstance(ev, DpSgdStep):
-                if ev.sampling_prob is None:
-                    rho_g += ev.count * self._mu2(ev.noise_multiplier)
-                elif self.adjacency != "zero_out":
-                    raise PrivacyError("amplification by Poisson subsampling is accounted only "
-                                       "under 'zero_out' (add-or-remove-one) adjacency")
-                else:
-                    zq = (float(ev.noise_multiplier), float(ev.sampling_prob))
-                    sampled[zq] = sampled.get(zq, 0) + ev.count
+            if isinstance(ev, PoissonSampledGaussian):
+                zq = (float(ev.noise_multiplier), float(ev.sampling_prob))
+                sampled[zq] = sampled.get(zq, 0) + ev.count
                 continue
-            if isinstance(ev, GaussianRelease):
+            if isinstance(ev, GaussianRelease | DpSgdStep):
                 d_rho, d_pure = ev.count * self._mu2(ev.noise_multiplier), 0.0
             elif isinstance(ev, LabelRelease):
                 d_rho, d_pure = 0.0, float(ev.epsilon)
@@ -241,7 +269,8 @@ class Accountant:
 
     def _epsilon_of(self, t: _Tally) -> float:
         return composed_epsilon(rho=t.max_rho + t.rho_global, sampled=t.sampled,
-                                pure_epsilon=t.max_pure + t.pure_global, delta=self.delta)
+                                pure_epsilon=t.max_pure + t.pure_global, delta=self.delta,
+                                adjacency=self.adjacency)
 
     # -- state -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -302,6 +331,17 @@ class Accountant:
 
     def _persist(self) -> None:
         _atomic_write(self.state_path, json.dumps(self.state_dict(), sort_keys=True).encode())
+
+
+def event_to_json(ev: PrivacyEvent) -> dict[str, Any]:
+    """One event as the audit log writes it (``kind`` plus the dataclass fields)."""
+    kind = {GaussianRelease: "gaussian", LabelRelease: "label", DpSgdStep: "dp_sgd",
+            PoissonSampledGaussian: "poisson_gaussian"}[type(ev)]
+    out: dict[str, Any] = {"kind": kind}
+    for name in ev.__dataclass_fields__:
+        v = getattr(ev, name)
+        out[name] = list(v) if isinstance(v, tuple) else v
+    return out
 
 
 def _digest(body: dict[str, Any]) -> str:

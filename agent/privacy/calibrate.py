@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-from agent.privacy.composition import composed_epsilon
+from agent.privacy.composition import composed_epsilon, sensitivity_factor
 from protocol.errors import PrivacyError
 
 __all__ = ["epsilon_for", "noise_multiplier_for_budget"]
@@ -24,7 +24,7 @@ __all__ = ["epsilon_for", "noise_multiplier_for_budget"]
 def epsilon_for(*, noise_multiplier: float, releases_per_record: int, delta: float,
                 adjacency: str = "replace", label_epsilon: float | None = None) -> float:
     """The per-record epsilon after ``releases_per_record`` releases at ``noise_multiplier``."""
-    s = 2.0 if adjacency == "replace" else 1.0
+    s = sensitivity_factor(adjacency)  # an unknown adjacency raises, never maps to 1
     rho = releases_per_record * (s / noise_multiplier) ** 2
     pure = releases_per_record * (label_epsilon or 0.0)
     return composed_epsilon(rho=rho, sampled=(), pure_epsilon=pure, delta=delta)
@@ -38,6 +38,7 @@ def noise_multiplier_for_budget(*, epsilon: float, delta: float, releases_per_re
         raise PrivacyError("need epsilon > 0 and 0 < delta < 1")
     if releases_per_record < 1:
         raise PrivacyError("releases_per_record must be >= 1")
+    sensitivity_factor(adjacency)
     if label_epsilon is not None and releases_per_record * label_epsilon >= epsilon:
         raise PrivacyError(f"label releases alone spend {releases_per_record * label_epsilon:g} "
                            f">= epsilon {epsilon:g}")

@@ -12,10 +12,15 @@ Two exact tools, chosen per case:
        delta(eps) = Phi(mu/2 - eps/mu) - e^eps * Phi(-mu/2 - eps/mu)
 
    which we invert for eps by bisection (delta(eps) is decreasing).
-2. Poisson-subsampled DP-SGD steps present.  The whole Gaussian part is
-   handed to Google's ``dp_accounting`` PLD accountant (add-or-remove-one
-   adjacency), which is a numerically tight upper bound (pessimistic
-   discretisation) for the composition.
+2. Poisson-subsampled Gaussian steps present (record-level DP-FedAvg only,
+   where batch membership never leaves the device).  The whole Gaussian part
+   is handed to Google's ``dp_accounting`` PLD accountant under the declared
+   adjacency (``REPLACE_ONE`` for "replace", ``ADD_OR_REMOVE_ONE`` for
+   "zero_out"), a numerically tight upper bound (pessimistic discretisation)
+   for the composition.  The non-subsampled part, already expressed as
+   rho = sum mu_i^2 with the adjacency's sensitivity folded in, enters as one
+   Gaussian event whose noise multiplier gives back that mu under the same
+   relation (s / sqrt(rho), s = 2 for REPLACE_ONE, 1 for ADD_OR_REMOVE_ONE).
 
 Pure epsilon-DP events (k-RR labels) are added to the Gaussian epsilon by
 basic composition: (eps_g, delta) + (eps_l, 0) => (eps_g + eps_l, delta).
@@ -80,19 +85,41 @@ def analytic_gaussian_epsilon(*, mu: float, delta: float) -> float:
     return hi
 
 
+ADJACENCIES = ("replace", "zero_out")
+
+
+def sensitivity_factor(adjacency: str) -> float:
+    """L2 sensitivity of a sum of contributions clipped to C, in units of C.
+
+    "replace": one record takes any other value (2C); "zero_out": one record
+    against a null record / absent (C). Any other name is an error, never a
+    silent default.
+    """
+    if adjacency == "replace":
+        return 2.0
+    if adjacency == "zero_out":
+        return 1.0
+    raise PrivacyError(f"adjacency must be one of {ADJACENCIES}, got {adjacency!r}")
+
+
 @functools.lru_cache(maxsize=1024)
-def _pld_epsilon(rho: float, sampled: tuple[tuple[float, float, int], ...], delta: float) -> float:
+def _pld_epsilon(rho: float, sampled: tuple[tuple[float, float, int], ...], delta: float,
+                 adjacency: str) -> float:
     # imported lazily: dp_accounting pulls in scipy and takes ~1 s to import
     from dp_accounting import dp_event
+    from dp_accounting.privacy_accountant import NeighboringRelation
     from dp_accounting.pld import pld_privacy_accountant
 
+    s = sensitivity_factor(adjacency)
+    relation = (NeighboringRelation.REPLACE_ONE if adjacency == "replace"
+                else NeighboringRelation.ADD_OR_REMOVE_ONE)
     events: list[dp_event.DpEvent] = []
     if rho > 0:
-        events.append(dp_event.GaussianDpEvent(noise_multiplier=1.0 / math.sqrt(rho)))
+        events.append(dp_event.GaussianDpEvent(noise_multiplier=s / math.sqrt(rho)))
     for z, q, count in sampled:
         sub = dp_event.PoissonSampledDpEvent(q, dp_event.GaussianDpEvent(z))
         events.append(dp_event.SelfComposedDpEvent(sub, count))
-    accountant = pld_privacy_accountant.PLDAccountant()
+    accountant = pld_privacy_accountant.PLDAccountant(neighboring_relation=relation)
     accountant.compose(dp_event.ComposedDpEvent(events))
     return float(accountant.get_epsilon(delta))
 
@@ -103,15 +130,18 @@ def composed_epsilon(
     sampled: tuple[tuple[float, float, int], ...],
     pure_epsilon: float,
     delta: float,
+    adjacency: str = "replace",
 ) -> float:
-    """Epsilon at ``delta`` of: a Gaussian part with sum mu^2 = ``rho``, Poisson-subsampled
-    Gaussian steps ``sampled`` = ((noise_multiplier, q, count), ...) under add-or-remove-one
-    adjacency, and pure-epsilon events summing to ``pure_epsilon``.
+    """Epsilon at ``delta`` of: a Gaussian part with sum mu^2 = ``rho`` (sensitivity
+    already folded in), Poisson-subsampled Gaussian steps ``sampled`` =
+    ((noise_multiplier, q, count), ...) under ``adjacency``, and pure-epsilon
+    events summing to ``pure_epsilon``.
     """
     if not 0.0 < delta < 1.0:
         raise PrivacyError(f"delta must be in (0, 1), got {delta!r}")
+    sensitivity_factor(adjacency)  # validates the name
     if sampled:
-        gauss = _pld_epsilon(rho, tuple(sorted(sampled)), delta)
+        gauss = _pld_epsilon(rho, tuple(sorted(sampled)), delta, adjacency)
     else:
         gauss = analytic_gaussian_epsilon(mu=math.sqrt(rho), delta=delta)
     return gauss + pure_epsilon

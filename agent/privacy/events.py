@@ -82,24 +82,52 @@ class LabelRelease:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DpSgdStep:
-    """``count`` DP-SGD steps on the client half (charged to every record).
+    """``count`` DP-SGD steps on the client half, charged to the records in their batch.
 
-    ``sampling_prob`` is set ONLY when the batch was drawn by Poisson sampling
-    on the device (each record included independently with that probability);
-    then amplification by subsampling is accounted.  ``None`` means no
-    amplification is claimed: every step is a full Gaussian release.
+    One step clips each listed record's own gradient to ``C``, sums and adds
+    N(0, (z*C)^2): a Gaussian release of the batch, whose sensitivity to one
+    record is ``C`` (zero-out) or ``2C`` (replace-one), so it costs exactly what a
+    :class:`GaussianRelease` of those records costs. Records outside the batch
+    are not touched: which records form a batch is drawn by the device's own
+    generator, independently of every record's value, so membership reveals
+    nothing about the data (it is *visible* to the server, which is why no
+    amplification by subsampling is claimed for it).
+    ``records=None`` charges every record (use when the batch cannot be named).
     """
 
     noise_multiplier: float
-    sampling_prob: float | None = None
+    count: int = 1
+    records: tuple[RecordId, ...] | None = None
+
+    def __post_init__(self) -> None:
+        _check_z(self.noise_multiplier)
+        _check_count(self.count)
+        _check_records(self.records)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PoissonSampledGaussian:
+    """``count`` Gaussian steps on Poisson-sampled batches whose membership stays hidden.
+
+    Valid ONLY when every record was included independently with probability
+    ``sampling_prob`` by the device's own generator and nothing that leaves the
+    device reveals which records were drawn (record-level DP-FedAvg: only the
+    noised sum of a whole round's steps is sent). Charged to every record and
+    composed by Google's ``dp_accounting`` PLD accountant as
+    ``PoissonSampledDpEvent(q, GaussianDpEvent(z))`` under the accountant's
+    adjacency (``REPLACE_ONE`` or ``ADD_OR_REMOVE_ONE``).
+    """
+
+    noise_multiplier: float
+    sampling_prob: float
     count: int = 1
 
     def __post_init__(self) -> None:
         _check_z(self.noise_multiplier)
         _check_count(self.count)
         q = self.sampling_prob
-        if q is not None and not (isinstance(q, int | float) and 0.0 < q <= 1.0):
-            raise PrivacyError(f"sampling_prob must be in (0, 1] or None, got {q!r}")
+        if isinstance(q, bool) or not (isinstance(q, int | float) and 0.0 < q <= 1.0):
+            raise PrivacyError(f"sampling_prob must be in (0, 1], got {q!r}")
 
 
-PrivacyEvent = GaussianRelease | LabelRelease | DpSgdStep
+PrivacyEvent = GaussianRelease | LabelRelease | DpSgdStep | PoissonSampledGaussian

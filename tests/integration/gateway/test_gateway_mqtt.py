@@ -100,6 +100,7 @@ class Batches:
             seq=seq,
             model_hash=self.m.client_sha256,
             dp=DpParams(
+                mode="sl-frozen",
                 clip_norm=1.0, noise_multiplier=noise, label_mode="plain", label_epsilon=None
             ),
             activations=rng.normal(size=(batch, *(shape or self.m.activation_shape))).astype(

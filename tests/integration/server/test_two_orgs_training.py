@@ -176,6 +176,7 @@ class Device:
             seq=self.seq,
             model_hash=self.m.client_sha256,
             dp=DpParams(
+                mode="sl-frozen",
                 clip_norm=1.0, noise_multiplier=1.0, label_mode="plain", label_epsilon=None
             ),
             activations=a,

@@ -26,6 +26,7 @@ def sample_batch(*, rows: int = 32, cols: int = 64, seq: int = 1) -> ActivationB
         seq=seq,
         model_hash=MODEL_HASH,
         dp=DpParams(
+            mode="sl-frozen",
             clip_norm=1.0, noise_multiplier=1.1, label_mode="plain", label_epsilon=None
         ),
         activations=rng.standard_normal((rows, cols)).astype(np.float16),

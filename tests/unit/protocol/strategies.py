@@ -48,6 +48,7 @@ def float_arrays(min_dims: int = 1, max_dims: int = 3, first: int | None = None)
 def dp_params(draw: st.DrawFn) -> DpParams:
     mode = draw(st.sampled_from(["plain", "randomized_response", "none"]))
     return DpParams(
+        mode="sl-frozen",
         clip_norm=draw(positive),
         noise_multiplier=draw(nonneg),
         label_mode=mode,

@@ -182,10 +182,14 @@ def test_activation_batch_validates_when_built(changes: dict[str, object], match
         ({"label_mode": "plain", "label_epsilon": 1.0}, "label_epsilon"),
         ({"label_mode": "secret"}, "label_mode"),
         ({"mechanism": ""}, "mechanism"),
+        ({"mode": "sl-plain-sgd"}, "mode"),
+        ({"mode": "none"}, "contradicts"),
+        ({"mechanism": "none"}, "contradicts"),
     ],
 )
 def test_dp_params_validate(kwargs: dict[str, object], match: str) -> None:
     base: dict[str, object] = {
+        "mode": "sl-frozen",
         "clip_norm": 1.0,
         "noise_multiplier": 1.0,
         "label_mode": "plain",
@@ -196,7 +200,8 @@ def test_dp_params_validate(kwargs: dict[str, object], match: str) -> None:
 
 
 def test_labels_absent_when_label_mode_none() -> None:
-    dp = DpParams(clip_norm=1.0, noise_multiplier=1.0, label_mode="none", label_epsilon=None)
+    dp = DpParams(mode="sl-frozen", clip_norm=1.0, noise_multiplier=1.0, label_mode="none",
+                  label_epsilon=None)
     msg = _replace(sample_batch(), dp=dp, labels=None)
     assert ActivationBatch.decode(msg.encode()).labels is None
     with pytest.raises(MalformedMessage, match="label_mode is 'none'"):

@@ -163,6 +163,7 @@ def test_two_orgs_train_rounds_end_to_end_in_memory() -> None:
             seq=seqs[d],
             model_hash=CLIENT,
             dp=DpParams(
+                mode="sl-frozen",
                 clip_norm=1.0,
                 noise_multiplier=1.0,
                 label_mode="plain" if labels else "none",

@@ -63,7 +63,7 @@ def main(argv: list[str]) -> int:
     print("READY", flush=True)
 
     rng = secure_rng()
-    dp = DpParams(clip_norm=1.0, noise_multiplier=args.noise, label_mode="plain",
+    dp = DpParams(mode="sl-frozen", clip_norm=1.0, noise_multiplier=args.noise, label_mode="plain",
                   label_epsilon=None)
 
     events = [GaussianRelease(noise_multiplier=args.noise)]

@@ -14,6 +14,7 @@ from agent.privacy import (
     DpSgdStep,
     GaussianRelease,
     LabelRelease,
+    PoissonSampledGaussian,
     analytic_gaussian_epsilon,
 )
 from protocol.errors import BudgetExceeded, PrivacyError
@@ -69,11 +70,40 @@ def test_labels_and_global_steps_add(tmp_path: Path) -> None:
             LabelRelease(epsilon=0.5, records=(1,)),
         ]
     )
-    acc.spend([DpSgdStep(noise_multiplier=8.0)])
+    acc.spend([DpSgdStep(noise_multiplier=8.0)])  # records=None: every record
     expect = analytic_gaussian_epsilon(mu=math.sqrt(0.25 + 1 / 16), delta=1e-5) + 0.5
     assert acc.epsilon == pytest.approx(expect)
-    with pytest.raises(PrivacyError):
-        acc.spend([DpSgdStep(noise_multiplier=1.0, sampling_prob=0.01)])  # replace adjacency
+
+
+def test_dp_sgd_step_is_charged_to_its_batch_only(tmp_path: Path) -> None:
+    """An audit found every DP-SGD step charged to every record (206 reported for a true 8)."""
+    acc = _acc(tmp_path, 100.0)
+    for batch in ((1, 2), (3, 4), (5, 6)):
+        acc.spend([GaussianRelease(noise_multiplier=4.0, records=batch),
+                   DpSgdStep(noise_multiplier=4.0, records=batch)])
+    # each record: one row + one step at z=4 under replace (mu = 2/4 each)
+    expect = analytic_gaussian_epsilon(mu=math.sqrt(2 * 0.25), delta=1e-5)
+    assert acc.epsilon == pytest.approx(expect)
+    (tmp_path / "w").mkdir()
+    worst = _acc(tmp_path / "w", 100.0)
+    for batch in ((1, 2), (3, 4), (5, 6)):
+        worst.spend([GaussianRelease(noise_multiplier=4.0, records=batch),
+                     DpSgdStep(noise_multiplier=4.0)])
+    # all three steps on every record: mu^2 = 0.25 + 3 * 0.25
+    assert worst.epsilon == pytest.approx(analytic_gaussian_epsilon(mu=1.0, delta=1e-5))
+
+
+def test_unknown_adjacency_is_refused_everywhere(tmp_path: Path) -> None:
+    from agent.privacy.calibrate import epsilon_for, noise_multiplier_for_budget
+
+    with pytest.raises(PrivacyError, match="adjacency"):
+        Accountant(epsilon_budget=1.0, delta=1e-5, state_path=tmp_path / "a.json",
+                   adjacency="add_remove")  # type: ignore[arg-type]
+    with pytest.raises(PrivacyError, match="adjacency"):
+        epsilon_for(noise_multiplier=1.0, releases_per_record=1, delta=1e-5, adjacency="swap")
+    with pytest.raises(PrivacyError, match="adjacency"):
+        noise_multiplier_for_budget(epsilon=1.0, delta=1e-5, releases_per_record=1,
+                                    adjacency="replace_one")
 
 
 def test_budget_stops_at_the_right_step_and_survives_restart(tmp_path: Path) -> None:
@@ -141,16 +171,52 @@ def test_config_validation(tmp_path: Path) -> None:
     with pytest.raises(PrivacyError):
         GaussianRelease(noise_multiplier=1.0, records=())
     with pytest.raises(PrivacyError):
-        DpSgdStep(noise_multiplier=1.0, sampling_prob=1.5)
+        PoissonSampledGaussian(noise_multiplier=1.0, sampling_prob=1.5)
+    with pytest.raises(PrivacyError):
+        PoissonSampledGaussian(noise_multiplier=1.0, sampling_prob=0.0)
+    with pytest.raises(PrivacyError):
+        DpSgdStep(noise_multiplier=1.0, records=())
 
 
-def test_zero_out_adjacency_accounts_poisson_subsampling(tmp_path: Path) -> None:
-    acc = _acc(tmp_path, 100.0, adjacency="zero_out")
-    eps = acc.spend([DpSgdStep(noise_multiplier=1.1, sampling_prob=0.01, count=100)])
-    assert 0 < eps < analytic_gaussian_epsilon(mu=math.sqrt(100) / 1.1, delta=1e-5) / 5
-    assert _acc(tmp_path, 100.0, adjacency="zero_out").epsilon == pytest.approx(eps)
+@pytest.mark.parametrize("adjacency", ["zero_out", "replace"])
+def test_poisson_sampled_steps_match_dp_accounting(tmp_path: Path, adjacency: str) -> None:
+    from dp_accounting import dp_event
+    from dp_accounting.privacy_accountant import NeighboringRelation
+    from dp_accounting.pld import pld_privacy_accountant
+
+    acc = _acc(tmp_path, 100.0, adjacency=adjacency)  # type: ignore[arg-type]
+    eps = acc.spend([PoissonSampledGaussian(noise_multiplier=1.1, sampling_prob=0.01,
+                                            count=100)])
+    relation = (NeighboringRelation.REPLACE_ONE if adjacency == "replace"
+                else NeighboringRelation.ADD_OR_REMOVE_ONE)
+    ref = pld_privacy_accountant.PLDAccountant(neighboring_relation=relation)
+    ref.compose(dp_event.SelfComposedDpEvent(
+        dp_event.PoissonSampledDpEvent(0.01, dp_event.GaussianDpEvent(1.1)), 100))
+    assert eps == pytest.approx(ref.get_epsilon(1e-5), rel=1e-9)
+    s = 2.0 if adjacency == "replace" else 1.0
+    assert 0 < eps < analytic_gaussian_epsilon(mu=math.sqrt(100) * s / 1.1, delta=1e-5) / 5
+    assert _acc(tmp_path, 100.0, adjacency=adjacency).epsilon == pytest.approx(eps)  # type: ignore[arg-type]
+    other = "replace" if adjacency == "zero_out" else "zero_out"
     with pytest.raises(AccountantStateError, match="adjacency"):
-        _acc(tmp_path, 100.0)
+        _acc(tmp_path, 100.0, adjacency=other)  # type: ignore[arg-type]
+
+
+def test_mixed_gaussian_and_sampled_parts_compose_under_one_relation(tmp_path: Path) -> None:
+    """The non-sampled rho enters PLD with the relation's own sensitivity (not twice)."""
+    from dp_accounting import dp_event
+    from dp_accounting.privacy_accountant import NeighboringRelation
+    from dp_accounting.pld import pld_privacy_accountant
+
+    acc = _acc(tmp_path, 100.0)
+    acc.spend([GaussianRelease(noise_multiplier=3.0, records=(1,))])
+    eps = acc.spend([PoissonSampledGaussian(noise_multiplier=1.5, sampling_prob=0.05,
+                                            count=20)])
+    ref = pld_privacy_accountant.PLDAccountant(
+        neighboring_relation=NeighboringRelation.REPLACE_ONE)
+    ref.compose(dp_event.GaussianDpEvent(3.0))  # REPLACE_ONE: sensitivity 2, mu = 2/3
+    ref.compose(dp_event.SelfComposedDpEvent(
+        dp_event.PoissonSampledDpEvent(0.05, dp_event.GaussianDpEvent(1.5)), 20))
+    assert eps == pytest.approx(ref.get_epsilon(1e-5), rel=1e-6)
 
 
 def test_record_table_deleted_or_behind_is_refused(tmp_path: Path) -> None:
