@@ -46,7 +46,7 @@ from agent.outbox import Outbox
 from agent.pending import Pending, PendingBatches
 from agent.privacy.accountant import Accountant
 from agent.privacy.mechanisms import secure_rng
-from agent.records import RecordStore
+from agent.records import RecordStore, record_digest
 from agent.rounds import DeviceRound, Phase, RoundPlan
 from agent.sensors.app import SensorSet, open_sensors
 from agent.sensors.base import Window, WindowSource
@@ -133,7 +133,9 @@ class AgentApp:
         self.inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=1024)
         self.publisher = PahoPublisher(config.mqtt, self.spool, on_message=self._on_message,
                                        state_detail=self._state_detail)
-        self.outbox = Outbox(self.accountant, self.spool, self.publisher)
+        self.outbox = Outbox(self.accountant, self.spool, self.publisher,
+                             private=config.privacy.enabled,
+                             labels_public=config.privacy.labels == "public")
         self.notifier = notifier or SystemdNotifier()
         self.windows: queue.Queue[tuple[str, Window]] = queue.Queue(maxsize=256)
         self.counters: Counter[str] = Counter()
@@ -232,19 +234,22 @@ class AgentApp:
         n = 0
         while True:
             try:
-                sensor, w = self.windows.get_nowait()
+                _sensor, w = self.windows.get_nowait()
             except queue.Empty:
                 return n > 0
-            # A meter still showing the capture a crashed agent already took would make the
-            # same window a second record (its privacy spend split across two ids). The last
-            # capture number per sensor is persisted before the window becomes a record, and
-            # an exact repeat is skipped (a meter that restarts counting still works).
-            key = f"last_capture:{sensor}"
-            if self.spool.get_meta(key) == str(w.source_seq):
+            # One window is one record, whatever the source does: a meter still showing
+            # the capture a crashed agent already took, a replay or simulator that loops,
+            # or a sensor that serves the same capture again all give the same content,
+            # and the same content maps to the same record id (persisted in the spool
+            # database before the window can be released), so its spend accumulates on
+            # one id instead of starting afresh. Two distinct windows with identical bytes
+            # become one record: that over-counts, never under-counts.
+            rid, new = self.spool.record_id_for(record_digest(w.x, w.label))
+            if not new and rid in self.records:
                 self.counters["duplicate_captures"] += 1
                 continue
-            self.spool.set_meta(key, str(w.source_seq))
-            rid = self.spool.increment_meta(RECORD_ID_KEY)
+            if not new:
+                self.counters["records_seen_again"] += 1
             self.records.add(rid, w.x, w.label)
             self.counters["windows"] += 1
             n += 1
@@ -345,7 +350,8 @@ class AgentApp:
             return
         lr = self.round.plan.lr if self.round.plan is not None else 0.01
         try:
-            self.trainer.apply_gradient(p.x, msg.grad, lr=lr, charge=self.accountant.spend)
+            self.trainer.apply_gradient(p.x, msg.grad, ids=p.ids, lr=lr,
+                                        charge=self.accountant.spend)
             self.counters["gradients_applied"] += 1
         except BudgetExceeded as exc:
             self._halt(str(exc))
@@ -422,7 +428,8 @@ class AgentApp:
             return False
         self.pending.clear()
         samples = self.trainer.samples_trained
-        if samples > 0:
+        # sl-frozen: the client half is never uploaded (it is the announced one, unchanged)
+        if samples > 0 and self.trainer.uploads_weights:
             weights = self.runtime.get_weights()
             eps = self.accountant.epsilon
 
@@ -430,7 +437,7 @@ class AgentApp:
                 msg = ClientWeights(session=plan.session, round=plan.round, device=self.device,
                                     seq=seq, model_hash=self.runtime.sha256,
                                     num_samples=samples, weights=weights,
-                                    weights_dp=("dp_sgd" if self.config.privacy.weights == "dp_sgd"
+                                    weights_dp=("dp_sgd" if self.config.privacy.enabled
                                                 else "unprotected"),
                                     epsilon_spent=eps)
                 return topics.up(self.org, self.device), seal(

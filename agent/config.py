@@ -55,24 +55,44 @@ class ModelSection:
     require_proof: bool = True    # refuse a model announcement without a valid ledger proof
 
 
+PrivacyMode = Literal["sl-frozen", "sl-dpsgd", "none"]
+LabelPolicy = Literal["randomized_response", "public"]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PrivacySection:
-    """Local DP settings. ``enabled = false`` is an explicit non-private mode for
-    benchmarks: activations leave unclipped and un-noised, every message declares
-    ``mechanism = "none"`` and ``noise_multiplier = 0``, and gateways reject them
-    unless the session's policy allows it."""
+    """Local DP settings: the session's privacy ``mode`` and its parameters.
+
+    ``mode`` (docs/privacy.md has the guarantee of each):
+
+    * ``sl-frozen`` (default): the client half is never updated and never
+      uploaded; every activation row is charged to its record.
+    * ``sl-dpsgd``: the client half changes only through DP-SGD steps, each
+      charged to the records of its batch; round-end weights are then
+      post-processing and cost nothing more.
+    * ``none``: explicitly non-private; rows leave unclipped and un-noised,
+      every message says ``mechanism = "none"``, epsilon is reported as
+      infinite, and gateways reject it unless the session says ``none`` too.
+
+    ``labels``: ``randomized_response`` (default, needs ``label_epsilon``) or
+    ``public`` (the session declares labels public; every epsilon shown says so).
+    """
 
     epsilon_budget: float
-    enabled: bool = True
+    mode: PrivacyMode = "sl-frozen"
     delta: float = 1e-5
     clip_norm: float = 1.0
     noise_multiplier: float = 1.0
-    labels: Literal["plain", "randomized_response"] = "plain"
+    labels: LabelPolicy = "randomized_response"
     label_epsilon: float | None = None
-    weights: Literal["unprotected", "dp_sgd"] = "unprotected"
     dp_sgd_clip_norm: float = 1.0
     dp_sgd_noise_multiplier: float = 1.0
     adjacency: Literal["replace", "zero_out"] = "replace"
+
+    @property
+    def enabled(self) -> bool:
+        """False only in the explicit non-private mode ``none``."""
+        return self.mode != "none"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -225,30 +245,56 @@ def _positive(p: _Problems, path: str, v: float | None, *, upper: float | None =
         p.items.append(f"{path}: must be > 0{bound}, got {v}")
 
 
+_REMOVED_PRIVACY_KEYS = {
+    "enabled": 'privacy.enabled was removed: say privacy.mode = "none" for an explicit '
+               "non-private run (epsilon is then reported as infinite)",
+    "weights": 'privacy.weights was removed: "unprotected" uploads had no bound; choose '
+               'privacy.mode = "sl-frozen" (client half never uploaded) or "sl-dpsgd"',
+}
+
+
 def _privacy(t: Mapping[str, Any], p: _Problems) -> PrivacySection | None:
     floats = ("epsilon_budget", "delta", "clip_norm", "noise_multiplier", "label_epsilon",
               "dp_sgd_clip_norm", "dp_sgd_noise_multiplier")
-    choices = {"labels": ("plain", "randomized_response"), "weights": ("unprotected", "dp_sgd"),
+    choices = {"mode": ("sl-frozen", "sl-dpsgd", "none"),
+               "labels": ("randomized_response", "public"),
                "adjacency": ("replace", "zero_out")}
-    p.unknown(t, "privacy", set(floats) | set(choices) | {"enabled"})
-    kw: dict[str, Any] = {"enabled": p.take(t, "enabled", "privacy", (bool,), True)}
+    for key, why in _REMOVED_PRIVACY_KEYS.items():
+        if key in t:
+            p.items.append(why)
+    p.unknown(t, "privacy", set(floats) | set(choices) | set(_REMOVED_PRIVACY_KEYS))
+    kw: dict[str, Any] = {}
+    for key, allowed in choices.items():
+        v = p.take(t, key, "privacy", (str,), None)
+        if v is not None:
+            if key == "labels" and v == "plain":
+                p.items.append('privacy.labels = "plain" is now "public": labels sent in '
+                               "clear are declared public on the ledger and are not protected")
+                continue
+            if key == "mode" and v == "fl-dpsgd":
+                p.items.append('privacy.mode = "fl-dpsgd" is not supported by this agent '
+                               'yet; use "sl-frozen" or "sl-dpsgd"')
+                continue
+            p.check(v in allowed, f"privacy.{key}: must be one of {', '.join(allowed)}, got {v!r}")
+            kw[key] = v
+    private = kw.get("mode", "sl-frozen") != "none"
     for key in floats:
-        required = key == "epsilon_budget" and kw["enabled"]
+        required = key == "epsilon_budget" and private
         v = p.take(t, key, "privacy", (float,), ... if required else None)
         _positive(p, f"privacy.{key}", v, upper=1.0 if key == "delta" else None)
         if v is not None:
             kw[key] = v
-    for key, allowed in choices.items():
-        v = p.take(t, key, "privacy", (str,), None)
-        if v is not None:
-            p.check(v in allowed, f"privacy.{key}: must be one of {', '.join(allowed)}, got {v!r}")
-            kw[key] = v
-    if kw.get("labels") == "randomized_response":
-        p.check("label_epsilon" in kw, "privacy.label_epsilon: required for randomized_response")
-    if not kw["enabled"]:
-        kw.setdefault("epsilon_budget", 1.0)  # unused: nothing is charged when disabled
-        if kw.get("labels") == "randomized_response" or kw.get("weights") == "dp_sgd":
-            p.items.append("privacy: label or weight DP needs privacy.enabled = true")
+    if private and kw.get("labels", "randomized_response") == "randomized_response":
+        p.check("label_epsilon" in kw,
+                "privacy.label_epsilon: required with labels = \"randomized_response\" (the "
+                'default); or declare labels = "public"')
+    if not private:
+        # nothing is charged; the budget only sizes an accountant that stays at zero, and
+        # every place that shows epsilon says "inf" for this mode (agent.outbox)
+        kw.setdefault("epsilon_budget", 1.0)
+        kw.setdefault("labels", "public")
+        if kw.get("labels") == "randomized_response":
+            p.items.append('privacy: labels = "randomized_response" needs a private mode')
     if "epsilon_budget" not in kw:
         return None
     try:

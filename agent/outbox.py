@@ -79,8 +79,11 @@ class Outbox:
     """Account -> spool -> publish, in that order (see module docstring)."""
 
     def __init__(self, accountant: Accountant, spool: Spool, publisher: Publisher, *,
-                 qos: int = 1) -> None:
+                 qos: int = 1, private: bool = True, labels_public: bool = False) -> None:
         self.accountant, self.spool, self.publisher, self.qos = accountant, spool, publisher, qos
+        # An explicitly non-private device reports epsilon as infinite, never as a number;
+        # a device whose session declared labels public says so beside every epsilon.
+        self.private, self.labels_public = private, labels_public
         known = spool.get_meta("accountant_id")
         if known is None:
             if spool.next_seq() > 0 and accountant.created_new:
@@ -132,13 +135,20 @@ class Outbox:
     def state_detail(self) -> dict[str, str | int | float]:
         """Privacy figures for the retained MQTT birth certificate (``state_detail=``)."""
         acc = self.accountant
-        return {"epsilon": round(acc.epsilon, 6), "epsilon_budget": acc.epsilon_budget,
-                "delta": acc.delta, "halted": int(acc.halted)}
+        return {"epsilon": self._epsilon_shown(round(acc.epsilon, 6)),
+                "epsilon_budget": self._epsilon_shown(acc.epsilon_budget),
+                "delta": acc.delta, "halted": int(acc.halted),
+                "labels_public": int(self.labels_public)}
+
+    def _epsilon_shown(self, value: float) -> float | str:
+        return value if self.private else "inf"
 
     def status(self) -> dict[str, Any]:
         """Numbers for ``status`` commands and birth details (no keys, no data)."""
         acc = self.accountant
-        return {"epsilon": acc.epsilon, "epsilon_budget": acc.epsilon_budget,
+        return {"epsilon": self._epsilon_shown(acc.epsilon),
+                "epsilon_budget": self._epsilon_shown(acc.epsilon_budget),
+                "private": self.private, "labels_public": self.labels_public,
                 "delta": acc.delta, "releases": acc.releases, "halted": acc.halted,
                 "halt_reason": acc.halt_reason, "spool_depth": self.spool.depth,
                 "spool_dropped": self.spool.dropped, "spool_refused": self.spool.refused,

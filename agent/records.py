@@ -4,9 +4,12 @@ Theory of operation
 -------------------
 Every window the sensor produces becomes a *record* with an id that is never
 reused on this device (ids come from a counter the caller persists, so a
-restart continues after the last id). The record is the unit of privacy: the
-accountant charges each release to the ids of the records it contains, so a
-record sent in three epochs is charged three times.
+restart continues after the last id). The same window content always maps to
+the same id (:func:`record_digest`, persisted by the caller): a source that
+serves a window again, by looping or after a restart, adds no new record.
+The record is the unit of privacy: the accountant charges each release to
+the ids of the records it contains, so a record sent in three epochs is
+charged three times.
 
 Batches are drawn epoch by epoch: a fresh random permutation of the records
 held when the epoch starts, consumed in order, so every record is used once
@@ -22,6 +25,7 @@ Pure logic: no I/O, no clock; randomness is injected.
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -30,7 +34,16 @@ import numpy.typing as npt
 
 from protocol.errors import SplitfedError
 
-__all__ = ["Batch", "RecordStore"]
+__all__ = ["Batch", "RecordStore", "record_digest"]
+
+
+def record_digest(x: npt.NDArray[np.generic], label: int | None) -> str:
+    """SHA-256 over a window's dtype, shape, bytes and label: its identity as a record."""
+    arr = np.ascontiguousarray(x, dtype=np.float32)
+    h = hashlib.sha256()
+    h.update(f"{arr.shape}|{'' if label is None else int(label)}|".encode())
+    h.update(arr.tobytes())
+    return h.hexdigest()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,6 +76,9 @@ class RecordStore:
 
     def __len__(self) -> int:
         return len(self._records)
+
+    def __contains__(self, record_id: object) -> bool:
+        return record_id in self._records
 
     def add(self, record_id: int, x: npt.NDArray[np.float32], label: int | None) -> None:
         """Store a window under a fresh, never-reused id."""

@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS dead (
     id INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL, seq INTEGER,
     reason TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS records (digest TEXT PRIMARY KEY, id INTEGER NOT NULL UNIQUE);
 """
 
 
@@ -235,6 +236,31 @@ class Spool:
                 raise SpoolError(f"spool write failed: {exc}") from exc
             row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return int(row[0])
+
+    def record_id_for(self, digest: str, *, counter: str = "record_next_id") -> tuple[int, bool]:
+        """The record id of the window with content ``digest``: ``(id, True)`` when new.
+
+        A new digest gets the next value of the ``counter`` metadata (never reused);
+        mapping and counter are committed together (synchronous=FULL) before the
+        id is returned, so a crash cannot hand the same window a second id.
+        """
+        with self._lock:
+            try:
+                row = self._db.execute("SELECT id FROM records WHERE digest = ?",
+                                       (digest,)).fetchone()
+                if row is not None:
+                    return int(row[0]), False
+                self._db.execute("BEGIN IMMEDIATE")
+                self._bump_locked(counter, 1)
+                rid = int(self._db.execute("SELECT value FROM meta WHERE key = ?",
+                                           (counter,)).fetchone()[0])
+                self._db.execute("INSERT INTO records(digest, id) VALUES (?, ?)", (digest, rid))
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise SpoolError(f"spool write failed: {exc}") from exc
+        return rid, True
 
     def close(self) -> None:
         with self._lock:

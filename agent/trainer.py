@@ -11,14 +11,24 @@ through k-ary randomized response, and the privacy events the release costs
 :class:`Prepared` value to :class:`agent.outbox.Outbox`, which charges the
 accountant *before* the message can leave.
 
-:meth:`ClientTrainer.apply_gradient` runs the backward pass with the
-server's gradient with respect to the (noised) activations: plain SGD
-(``backward``), or DP-SGD (per-sample ``grads``, clip, sum, noise,
-``apply``) when the client-half weights will be shared as DP-protected.
-The backward pass uses the raw input kept on the device; it releases
-nothing by itself. Its effect leaves the device only through the round-end
-weights, which are either DP-SGD-protected (accounted per step here) or
-declared ``unprotected`` in the message (see docs/privacy.md).
+:meth:`ClientTrainer.apply_gradient` receives the server's gradient with
+respect to the (noised) activations. What it may do depends on the
+session's privacy mode, because every later row is computed with the
+client half's weights, and so carries whatever those weights learnt:
+
+* ``sl-frozen``: nothing. The client half is a fixed, data-independent (or
+  public-data) function, so a row depends on its own record only and the
+  per-row charge is the whole cost; the weights are never uploaded.
+* ``sl-dpsgd``: a DP-SGD step (per-example ``grads``, clip each example to
+  ``C'``, sum, add N(0, (z'C')^2), ``apply``), charged to the records of the
+  batch *before* it is applied. By induction the weights after any number
+  of steps are post-processing of accounted DP-SGD releases (each step's
+  input, the server's gradient, is itself post-processing of rows already
+  released and charged), so later rows cost only their own per-row charge
+  and the round-end weights cost nothing more: adaptive composition of
+  Gaussian mechanisms (Dong, Roth & Su 2022, Thm. 3.2) over the releases
+  that touched a record bounds everything about it.
+* ``none``: plain SGD (``backward``); the session is declared non-private.
 
 Not thread-safe: one trainer per agent, driven by the agent's main loop.
 """
@@ -65,14 +75,16 @@ class ClientTrainer:
         self.num_classes = runtime.manifest.num_classes
         self._rng = rng
         self._wire = np.dtype(wire_dtype)
+        rr = privacy.enabled and privacy.labels == "randomized_response"
         label_mode: Literal["plain", "randomized_response"] = (
-            "randomized_response" if privacy.labels == "randomized_response" else "plain")
-        self.dp = DpParams(clip_norm=privacy.clip_norm,
+            "randomized_response" if rr else "plain")
+        self.dp = DpParams(mode=privacy.mode, clip_norm=privacy.clip_norm,
                            noise_multiplier=privacy.noise_multiplier if privacy.enabled else 0.0,
                            label_mode=label_mode,
-                           label_epsilon=privacy.label_epsilon if label_mode != "plain" else None,
+                           label_epsilon=privacy.label_epsilon if rr else None,
                            mechanism="gaussian" if privacy.enabled else "none")
         self.samples_trained = 0
+        self.weight_steps = 0  # updates applied to the client half since the last upload
 
     def prepare(self, batch: Batch) -> Prepared:
         """Forward + local DP for ``batch``; labels None means an inference request."""
@@ -90,9 +102,10 @@ class ClientTrainer:
         labels = batch.labels
         dp = self.dp
         if labels is None:
-            dp = DpParams(clip_norm=dp.clip_norm, noise_multiplier=dp.noise_multiplier,
-                          label_mode="none", label_epsilon=None, mechanism=dp.mechanism)
-        elif self.privacy.labels == "randomized_response":
+            dp = DpParams(mode=dp.mode, clip_norm=dp.clip_norm,
+                          noise_multiplier=dp.noise_multiplier, label_mode="none",
+                          label_epsilon=None, mechanism=dp.mechanism)
+        elif dp.label_mode == "randomized_response":
             assert self.privacy.label_epsilon is not None  # enforced by config validation
             labels = randomized_response(labels, k=self.num_classes,
                                          epsilon=self.privacy.label_epsilon, rng=self._rng)
@@ -101,22 +114,29 @@ class ClientTrainer:
                         dp=dp, events=tuple(events))
 
     def apply_gradient(self, x: npt.NDArray[np.float32], grad: npt.NDArray[np.generic], *,
-                       lr: float,
+                       ids: Sequence[int], lr: float,
                        charge: Callable[[Sequence[PrivacyEvent]], object]) -> None:
-        """Backward pass for a released batch.
+        """Use the server's gradient for a released batch, as the privacy mode allows.
 
-        With ``privacy.weights == "dp_sgd"`` the step's :class:`DpSgdStep` is passed
-        to ``charge`` (the accountant's ``spend``) *before* the noisy update is
-        applied, so a step that would exceed the budget (``charge`` raises)
-        changes nothing. With plain SGD nothing is charged: those weights are
-        declared ``unprotected`` when uploaded.
+        ``sl-dpsgd``: the step's :class:`DpSgdStep`, charged to ``ids`` (the
+        batch's records), is passed to ``charge`` (the accountant's ``spend``)
+        *before* the noisy update is applied, so a step that would exceed the
+        budget (``charge`` raises) changes nothing. ``sl-frozen``: the weights
+        stay as they are. ``none``: plain SGD.
         """
         expected = (x.shape[0], *self.runtime.manifest.activation_shape)
         if grad.shape != expected:
             raise ProtocolError(f"gradient shape {grad.shape} does not match batch {expected}")
+        if len(ids) != x.shape[0]:
+            raise ProtocolError(f"{len(ids)} record ids for a batch of {x.shape[0]}")
         g = np.asarray(grad, dtype=np.float32)
-        if self.privacy.weights != "dp_sgd":
+        mode = self.privacy.mode
+        if mode == "sl-frozen":
+            self.samples_trained += x.shape[0]  # the server half trained on them
+            return
+        if mode == "none":
             self.runtime.backward(x, g, lr=lr)
+            self.weight_steps += 1
             self.samples_trained += x.shape[0]
             return
         # the server's gradient is of the batch-MEAN loss, so runtime.grads carries a 1/B
@@ -127,6 +147,13 @@ class ClientTrainer:
         noisy = dp_sgd_aggregate(per_sample, clip_norm=self.privacy.dp_sgd_clip_norm,
                                  noise_multiplier=self.privacy.dp_sgd_noise_multiplier,
                                  rng=self._rng)
-        charge((DpSgdStep(noise_multiplier=self.privacy.dp_sgd_noise_multiplier),))
+        charge((DpSgdStep(noise_multiplier=self.privacy.dp_sgd_noise_multiplier,
+                          records=tuple(ids)),))
         self.runtime.apply([n.astype(np.float32) for n in noisy], lr=lr)
+        self.weight_steps += 1
         self.samples_trained += x.shape[0]
+
+    @property
+    def uploads_weights(self) -> bool:
+        """Whether round-end client weights may leave the device in this mode."""
+        return self.privacy.mode in ("sl-dpsgd", "none")

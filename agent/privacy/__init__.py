@@ -27,7 +27,8 @@ from agent.privacy.mechanisms import (
 
 __all__ = [
     "Accountant", "AccountantStateError", "Adjacency", "DpSgdStep", "GaussianRelease",
-    "LabelRelease", "PoissonSampledGaussian", "PrivacyEvent", "analytic_gaussian_epsilon", "clip_rows", "composed_epsilon",
+    "LabelRelease", "PoissonSampledGaussian", "PrivacyEvent", "analytic_gaussian_epsilon",
+    "clip_rows", "composed_epsilon",
     "dp_sgd_aggregate", "gaussian_noise", "privatize_activations", "randomized_response",
     "rr_keep_probability", "secure_rng",
 ]

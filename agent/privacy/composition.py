@@ -107,8 +107,8 @@ def _pld_epsilon(rho: float, sampled: tuple[tuple[float, float, int], ...], delt
                  adjacency: str) -> float:
     # imported lazily: dp_accounting pulls in scipy and takes ~1 s to import
     from dp_accounting import dp_event
-    from dp_accounting.privacy_accountant import NeighboringRelation
     from dp_accounting.pld import pld_privacy_accountant
+    from dp_accounting.privacy_accountant import NeighboringRelation
 
     s = sensitivity_factor(adjacency)
     relation = (NeighboringRelation.REPLACE_ONE if adjacency == "replace"

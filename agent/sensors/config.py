@@ -59,7 +59,8 @@ class ReplayTransport:
 
     path: str
     indices: tuple[int, ...] | None = None
-    loop: bool = True
+    loop: bool = False  # each dataset window once: one window, one record (a loop re-reads
+    #                        the same windows, which the agent maps back to their record ids)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -217,7 +218,7 @@ def _transport(c: _Ctx, t: Mapping[str, Any], path: str, kind: str) -> Transport
             result = SerialLineTransport(serial=serial, baudrate=baud, line=line)
     elif kind == "replay":
         result = ReplayTransport(path=c.get(t, "path", path, str), indices=_indices(c, t, path),
-                                 loop=c.get(t, "loop", path, bool, True))
+                                 loop=c.get(t, "loop", path, bool, False))
     elif kind == "simulated":
         result = SimulatedTransport(
             dataset=c.get(t, "dataset", path, str, "synthetic-vibration"),

@@ -27,7 +27,7 @@ class ReplaySource:
     """Dataset records as windows."""
 
     def __init__(self, data: TsDataset | str | Path, *, length: int, mode: WindowMode = "resample",
-                 indices: Sequence[int] | None = None, loop: bool = True) -> None:
+                 indices: Sequence[int] | None = None, loop: bool = False) -> None:
         ds = data if isinstance(data, TsDataset) else load_ts(data)
         order = list(range(len(ds))) if indices is None else [int(i) for i in indices]
         if not order or not all(0 <= i < len(ds) for i in order):

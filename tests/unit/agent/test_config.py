@@ -34,6 +34,7 @@ genesis = "genesis.json"
 [privacy]
 epsilon_budget = 8.0
 noise_multiplier = 1.1
+label_epsilon = 2.0
 
 [[sensors.devices]]
 name = "meter"
@@ -54,7 +55,8 @@ def test_valid_file_loads_with_defaults_and_relative_paths(tmp_path: Path) -> No
     cfg = load_config(_write(tmp_path, _valid(tmp_path)), environ={})
     assert cfg.device.key_file == tmp_path / "state" / "device.key"
     assert cfg.model.manifest == (tmp_path / "manifest.json").resolve()
-    assert cfg.privacy.delta == 1e-5 and cfg.privacy.labels == "plain"
+    assert cfg.privacy.delta == 1e-5 and cfg.privacy.labels == "randomized_response"
+    assert cfg.privacy.mode == "sl-frozen" and cfg.privacy.label_epsilon == 2.0
     assert cfg.spool.overflow == "drop_oldest"
 
 
@@ -101,3 +103,35 @@ def test_config_check_cli_ok_and_unreadable(tmp_path: Path,
     assert json.loads(capsys.readouterr().out)["device"] == "press-07"
     assert main(["config", "check", str(tmp_path / "nope.toml")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("privacy", "expected"), [
+    ('weights = "unprotected"', "privacy.weights was removed"),
+    ("enabled = false", 'privacy.mode = "none"'),
+    ('labels = "plain"', 'now "public"'),
+    ('mode = "sl-plain-sgd"', "privacy.mode: must be one of"),
+    ('mode = "fl-dpsgd"', "not supported by this agent yet"),
+])
+def test_modes_without_a_bound_are_refused_with_the_fix(tmp_path: Path, privacy: str,
+                                                        expected: str) -> None:
+    text = _valid(tmp_path).replace("label_epsilon = 2.0", f"label_epsilon = 2.0\n{privacy}")
+    with pytest.raises(ConfigError, match=expected):
+        load_config(_write(tmp_path, text), environ={})
+
+
+def test_randomized_response_is_the_default_and_needs_its_epsilon(tmp_path: Path) -> None:
+    text = _valid(tmp_path).replace("label_epsilon = 2.0\n", "")
+    with pytest.raises(ConfigError, match="label_epsilon: required"):
+        load_config(_write(tmp_path, text), environ={})
+    public = load_config(_write(tmp_path, text.replace("noise_multiplier = 1.1",
+                                                       'noise_multiplier = 1.1\nlabels = "public"')),
+                         environ={})
+    assert public.privacy.labels == "public"
+
+
+def test_explicit_non_private_mode(tmp_path: Path) -> None:
+    text = _valid(tmp_path).replace("epsilon_budget = 8.0\nnoise_multiplier = 1.1\n"
+                                    "label_epsilon = 2.0", 'mode = "none"')
+    cfg = load_config(_write(tmp_path, text), environ={})
+    assert cfg.privacy.mode == "none" and not cfg.privacy.enabled
+    assert cfg.privacy.labels == "public"

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 
 from agent.config import PrivacySection
-from agent.privacy.events import GaussianRelease, LabelRelease
+from agent.privacy.events import DpSgdStep, GaussianRelease, LabelRelease
 from agent.privacy.mechanisms import clip_rows
 from agent.records import Batch
 from agent.trainer import ClientTrainer
 from models.manifest import list_artifacts
 from models.runtime import ClientRuntime
+from protocol.errors import BudgetExceeded
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,8 @@ def _batch(rt: ClientRuntime, n: int = 8) -> Batch:
 
 def test_private_release_is_noised_and_charged_to_exactly_its_records(
         runtime: ClientRuntime) -> None:
-    p = PrivacySection(epsilon_budget=8.0, clip_norm=1.0, noise_multiplier=2.0)
+    p = PrivacySection(epsilon_budget=8.0, clip_norm=1.0, noise_multiplier=2.0,
+                       labels="public")
     tr = ClientTrainer(runtime, p, rng=np.random.default_rng(1), wire_dtype="float32")
     b = _batch(runtime)
     out = tr.prepare(b)
@@ -42,7 +44,8 @@ def test_private_release_is_noised_and_charged_to_exactly_its_records(
     assert abs(noise.std() - 2.0) < 0.3 and abs(noise.mean()) < 0.3
     assert out.events == (GaussianRelease(noise_multiplier=2.0, records=b.ids),)
     assert out.dp.mechanism == "gaussian" and out.dp.noise_multiplier == 2.0
-    assert np.array_equal(out.labels, b.labels)  # labels declared plain
+    assert np.array_equal(out.labels, b.labels)  # labels declared public
+    assert out.dp.label_mode == "plain" and out.dp.mode == "sl-frozen"
 
 
 def test_randomized_response_labels_are_charged(runtime: ClientRuntime) -> None:
@@ -56,9 +59,59 @@ def test_randomized_response_labels_are_charged(runtime: ClientRuntime) -> None:
 
 
 def test_non_private_mode_is_declared_not_silent(runtime: ClientRuntime) -> None:
-    p = PrivacySection(epsilon_budget=1.0, enabled=False)
+    p = PrivacySection(epsilon_budget=1.0, mode="none", labels="public")
     tr = ClientTrainer(runtime, p, rng=np.random.default_rng(3), wire_dtype="float32")
     out = tr.prepare(_batch(runtime))
     assert out.events == ()
     assert out.dp.mechanism == "none" and out.dp.noise_multiplier == 0.0
+    assert out.dp.mode == "none"
     np.testing.assert_allclose(out.activations, runtime.forward(out.x), rtol=1e-6)
+
+
+def _grad(rt: ClientRuntime, n: int) -> np.ndarray:
+    return np.random.default_rng(7).normal(
+        size=(n, *rt.manifest.activation_shape)).astype(np.float32)
+
+
+def _fresh_runtime() -> ClientRuntime:
+    return ClientRuntime.from_manifest(list_artifacts()[0])
+
+
+def test_sl_frozen_never_changes_the_client_half_nor_uploads_it() -> None:
+    rt = _fresh_runtime()
+    before = [w.copy() for w in rt.get_weights()]
+    tr = ClientTrainer(rt, PrivacySection(epsilon_budget=8.0, label_epsilon=1.0),
+                       rng=np.random.default_rng(4))
+    b = _batch(rt)
+    out = tr.prepare(b)
+    charged: list[object] = []
+    tr.apply_gradient(out.x, _grad(rt, len(b.ids)), ids=b.ids, lr=0.5, charge=charged.append)
+    assert charged == []
+    for w0, w1 in zip(before, rt.get_weights(), strict=True):
+        np.testing.assert_array_equal(w0, w1)
+    assert not tr.uploads_weights and tr.samples_trained == len(b.ids)
+
+
+def test_sl_dpsgd_step_is_charged_to_the_batch_before_it_is_applied() -> None:
+    rt = _fresh_runtime()
+    before = [w.copy() for w in rt.get_weights()]
+    p = PrivacySection(epsilon_budget=8.0, mode="sl-dpsgd", label_epsilon=1.0,
+                       dp_sgd_noise_multiplier=3.0)
+    tr = ClientTrainer(rt, p, rng=np.random.default_rng(5))
+    b = _batch(rt)
+    out = tr.prepare(b)
+    charged: list[object] = []
+
+    def refuse(evs: object) -> None:
+        charged.append(evs)
+        raise BudgetExceeded("no")
+
+    with pytest.raises(BudgetExceeded):
+        tr.apply_gradient(out.x, _grad(rt, len(b.ids)), ids=b.ids, lr=0.5, charge=refuse)
+    assert charged == [(DpSgdStep(noise_multiplier=3.0, records=b.ids),)]
+    for w0, w1 in zip(before, rt.get_weights(), strict=True):
+        np.testing.assert_array_equal(w0, w1)  # a refused step changes nothing
+    tr.apply_gradient(out.x, _grad(rt, len(b.ids)), ids=b.ids, lr=0.5, charge=charged.append)
+    assert any(not np.array_equal(w0, w1) for w0, w1 in zip(before, rt.get_weights(),
+                                                            strict=True))
+    assert tr.uploads_weights and tr.weight_steps == 1
