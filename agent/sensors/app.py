@@ -93,7 +93,7 @@ def _start_simulator(d: DeviceConfig, t: SimulatedTransport, s: SensorSet) -> tu
     core = build_core(dataset=t.dataset, indices=list(t.indices) if t.indices else None,
                       mode=d.mode, length=d.window_length, channels=t.channels, seed=t.seed,
                       sample_rate=d.sample_rate, period=0.0, faults=FaultPlan(),
-                      capture_layout=d.capture)
+                      capture_layout=d.capture, loop=t.loop)
     sim = SimulatedDevice(core, unit=d.unit, tcp_port=0, sample_rate=d.sample_rate).start()
     s._closers.append(sim.stop)
     return sim.tcp_port or 0, core.live.channels if core.live is not None else 0

@@ -71,6 +71,7 @@ class SimulatedTransport:
     indices: tuple[int, ...] | None = None
     channels: int = 1
     seed: int = 0
+    loop: bool = False  # a dataset's captures once, like ReplayTransport
 
 
 Transport = TcpTransport | RtuTransport | SerialLineTransport | ReplayTransport | SimulatedTransport
@@ -224,7 +225,8 @@ def _transport(c: _Ctx, t: Mapping[str, Any], path: str, kind: str) -> Transport
             dataset=c.get(t, "dataset", path, str, "synthetic-vibration"),
             indices=_indices(c, t, path),
             channels=c.get(t, "channels", path, int, 1, _range(1, 64)),
-            seed=c.get(t, "seed", path, int, 0))
+            seed=c.get(t, "seed", path, int, 0),
+            loop=c.get(t, "loop", path, bool, False))
     return result if len(c.problems) == n0 else None
 
 

@@ -49,6 +49,17 @@ from tests.integration.conftest import MQTT_ORG, MQTT_USERS
 
 REPO = Path(__file__).resolve().parents[3]
 AGENT_CLI = str(Path(sys.executable).parent / "splitfed-agent")
+
+
+def _privacy_block(privacy: str) -> str:
+    """The tests' [privacy] body: sl-dpsgd with public labels unless the test says otherwise
+    (these fault tests need round-end weight uploads, which sl-frozen never sends)."""
+    lines = [privacy]
+    if "mode" not in privacy:
+        lines.append('mode = "sl-dpsgd"')
+    if "label" not in privacy:
+        lines.append('labels = "public"')
+    return "\n".join(lines)
 DEVICE = "dev1"
 
 
@@ -91,7 +102,8 @@ window = {{ length = {length} }}
 """
 
 
-def simulated_sensor(dataset: Path, indices: list[int], length: int) -> str:
+def simulated_sensor(dataset: Path, indices: list[int], length: int, *,
+                     loop: bool = False) -> str:
     """``[[sensors.devices]]`` with the agent's in-process simulated PLAID meter."""
     return f"""
 [[sensors.devices]]
@@ -99,6 +111,7 @@ name = "plug"
 transport = "simulated"
 dataset = "{dataset}"
 indices = {indices}
+loop = {str(loop).lower()}
 mode = "capture"
 sample_rate = 200.0
 window = {{ length = {length} }}
@@ -139,7 +152,7 @@ server_key = "server.pub"
 require_proof = false
 
 [privacy]
-{privacy}
+{_privacy_block(privacy)}
 
 [training]
 {training}

@@ -141,6 +141,9 @@ require_proof = false
 epsilon_budget = 1000.0
 noise_multiplier = 0.5
 clip_norm = 5.0
+labels = "public"
+mode = "sl-dpsgd"
+dp_sgd_noise_multiplier = 0.5
 
 [training]
 gradient_timeout_s = 20.0
@@ -191,7 +194,7 @@ def test_agent_trains_a_round_and_publishes_signed_messages(
 
     up = server.weights[0]
     assert up.num_samples == sum(a.activations.shape[0] for a in acts)
-    assert up.weights_dp == "unprotected"
+    assert up.weights_dp == "dp_sgd"
     assert any(not np.array_equal(b, w) for b, w in zip(before, up.weights, strict=True)), \
         "client weights did not change: backward never ran"
     assert app.counters["gradients_applied"] == 6

@@ -85,7 +85,7 @@ def test_replay_source_matches_dataset(data_dir: Path) -> None:
     with pytest.raises(Exception, match="exhausted"):
         src.next_window(timeout=0)
     # sample by sample: record 0 brought to 4 samples, then (looping) record 0 again
-    r = ReplayReader(ReplaySource(path, length=4, indices=[0]))
+    r = ReplayReader(ReplaySource(path, length=4, indices=[0], loop=True))
     first = to_fixed_length([ds.series[0]], length=4, mode="resample")[0, 0]
     played = [r.read() for _ in range(5)]
     assert [s.values[0] for s in played] == pytest.approx([*first.tolist(), first[0]])
@@ -140,7 +140,7 @@ def test_open_sensors_puts_devices_of_one_port_on_one_bus(pty_link: PtyLink) -> 
 def test_open_sensors_simulated_capture_device(dataset: str, data_dir: Path) -> None:
     path = dataset if dataset.startswith("synthetic") else str(data_dir / dataset)
     cfg, problems = parse_sensors_config({"devices": [
-        {"name": "sim", "transport": "simulated", "dataset": path, "indices": [7, 8],
+        {"name": "sim", "transport": "simulated", "dataset": path, "indices": [7, 8], "loop": True,
          "mode": "capture", "capture": {"base": 3000, "word_order": "little"},
          "window": {"length": 50}, "sample_rate": 1000.0}]})
     assert cfg is not None, problems
