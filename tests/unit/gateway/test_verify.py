@@ -35,8 +35,8 @@ def _admit(p: AdmissionPipeline, data: bytes, topic: str, **kw: object) -> objec
         data,
         topic,
         policy=kw.get("policy", fx.policy()),  # type: ignore[arg-type]
-        round_no=kw.get("round_no", 0),
-    )  # type: ignore[arg-type]
+        round_no=kw.get("round_no", 0),  # type: ignore[arg-type]
+    )
 
 
 def _reason(out: object) -> RejectReason:
