@@ -282,7 +282,7 @@ def test_gateway_admits_honest_rejects_attacks_and_records_round(
         for env_bytes in got:
             inner = envelope.peek(env_bytes)
             act = decode_any(inner.payload, inner.content_type)
-            if act.device != "d1" or not isinstance(act, ActivationBatch):
+            if not isinstance(act, ActivationBatch) or act.device != "d1":
                 continue
             g = GradientBatch(session="s1", round=0, step=act.step, device="d1", seq=act.seq,
                               grad=np.zeros_like(act.activations, np.float32), loss=1.0)
