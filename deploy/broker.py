@@ -16,6 +16,22 @@ SIGKILL (nothing saved since the last autosave).
 Production brokers use the templates in ``deploy/mosquitto/`` instead; the
 ACL here follows the same rules: a device may only publish under its own
 ``splitfed/v1/<org>/<device>/`` (``pattern`` with ``%u`` = username = device id).
+
+Hardening (same settings as the production template; numbers in
+:class:`BrokerLimits`, reasons in docs/operations.md "Broker hardening"):
+
+* ``use_username_as_clientid true`` whenever users are configured: the broker
+  replaces the client id a client sends with its username, so one user's
+  password cannot open a session under another client's id (Mosquitto would
+  otherwise disconnect the victim and hand its queued messages to the
+  newcomer). Each service therefore needs a username of its own.
+* ``max_packet_size`` / ``message_size_limit``: the largest legal message
+  (:data:`protocol.envelope.MAX_MQTT_PAYLOAD`) plus MQTT framing; a bigger
+  PUBLISH gets the client disconnected before the broker buffers it.
+* ``max_queued_bytes`` / ``max_queued_messages`` / ``max_inflight_messages``
+  per client, and ``memory_limit`` for the whole broker: a flood of large
+  messages towards a slow subscriber can no longer grow the broker's memory
+  without bound.
 """
 
 from __future__ import annotations
@@ -33,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from protocol.envelope import MAX_MQTT_PACKET, MAX_MQTT_PAYLOAD
 from protocol.errors import TransportError
 
 log = logging.getLogger(__name__)
@@ -58,6 +75,35 @@ class BrokerTls:
         for f in (self.cafile, self.certfile, self.keyfile):
             if not Path(f).is_file():
                 raise BrokerError(f"TLS file {f} does not exist")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BrokerLimits:
+    """Per-client and broker-wide resource limits (defaults: docs/operations.md)."""
+
+    max_packet_size: int = MAX_MQTT_PACKET
+    message_size_limit: int = MAX_MQTT_PAYLOAD
+    max_queued_messages: int = 10_000
+    max_queued_bytes: int = 64 * 1024 * 1024
+    max_inflight_messages: int = 20
+    memory_limit: int = 1024 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if not 0 < self.message_size_limit < self.max_packet_size:
+            raise BrokerError("message_size_limit must be > 0 and below max_packet_size")
+        if min(self.max_queued_messages, self.max_queued_bytes, self.max_inflight_messages,
+               self.memory_limit) < 1:
+            raise BrokerError("broker limits must be >= 1")
+
+    def config_lines(self) -> list[str]:
+        return [
+            f"max_packet_size {self.max_packet_size}",
+            f"message_size_limit {self.message_size_limit}",
+            f"max_queued_messages {self.max_queued_messages}",
+            f"max_queued_bytes {self.max_queued_bytes}",
+            f"max_inflight_messages {self.max_inflight_messages}",
+            f"memory_limit {self.memory_limit}",
+        ]
 
 
 def device_acl(org: str, *, readers: tuple[str, ...] = ()) -> str:
@@ -138,7 +184,8 @@ class MosquittoBroker:
 
     def __init__(self, workdir: str | Path, *, port: int | None = None,
                  users: Mapping[str, str] | None = None, acl: str | None = None,
-                 tls: BrokerTls | None = None, start_timeout: float = 10.0) -> None:
+                 tls: BrokerTls | None = None, start_timeout: float = 10.0,
+                 limits: BrokerLimits | None = None) -> None:
         if shutil.which(MOSQUITTO) is None:
             raise BrokerError("mosquitto is not installed (Debian package 'mosquitto')")
         self.workdir = Path(workdir)
@@ -147,6 +194,7 @@ class MosquittoBroker:
         self.users = dict(users or {})
         self.acl = acl
         self.tls = tls
+        self.limits = limits if limits is not None else BrokerLimits()
         self.start_timeout = start_timeout
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_file = self.workdir / "mosquitto.log"
@@ -167,13 +215,15 @@ class MosquittoBroker:
             f"log_dest file {self._log_file}",
             "log_type error", "log_type warning", "log_type notice", "log_type information",
             "connection_messages true",
-            "max_queued_messages 100000",
+            *self.limits.config_lines(),
         ]
         if os.geteuid() == 0:
             # mosquitto drops root privileges to this user; keep the owner of workdir
             lines.append(f"user {pwd.getpwuid(self.workdir.stat().st_uid).pw_name}")
         if self.users:
-            lines += ["allow_anonymous false", f"password_file {self._write_passwords()}"]
+            # bind client ids to usernames (no session takeover with another user's password)
+            lines += ["allow_anonymous false", f"password_file {self._write_passwords()}",
+                      "use_username_as_clientid true"]
         else:
             lines.append("allow_anonymous true")
         if self.acl is not None:

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.config import GatewayConfig
-from gateway.core import Action, Announce, GatewayCore, Publish, SubmitRecord
+from gateway.core import Action, Announce, ForwardRef, GatewayCore, Publish, SubmitRecord
 from gateway.evaluate import HeldOutEvaluator, evaluation_clip
 from gateway.journal import SqliteJournal
 from gateway.ledger_io import (
@@ -85,7 +85,10 @@ class GatewayApp:
             hasher=weights_digest,
             prior_spend=self._prior_spend,
             start_seq=time.time_ns() // 1000,
+            counter_store=self.journal,
         )
+        # forwards of journaled messages not yet acknowledged by the broker
+        self._unconfirmed: list[tuple[Any, ForwardRef]] = []
         self._validator_key = (
             None if config.validator is None else load_signing_key(config.validator.signing_key)
         )
@@ -123,7 +126,9 @@ class GatewayApp:
     def _execute(self, actions: list[Action]) -> None:
         for a in actions:
             if isinstance(a, Publish):
-                self.link.publish(a.topic, a.payload, qos=a.qos, retain=a.retain)
+                info = self.link.publish(a.topic, a.payload, qos=a.qos, retain=a.retain)
+                if a.forward_of is not None:
+                    self._unconfirmed.append((info, a.forward_of))
             elif isinstance(a, SubmitRecord):
                 self._pending_records.append(a.body)
             elif isinstance(a, Announce):
@@ -329,7 +334,9 @@ class GatewayApp:
             if now >= next_poll:
                 self._poll_ledger()
                 self._flush()
+                self.core.tick()
                 next_poll = now + self.config.poll_interval_s
+            self._confirm_forwards()
             try:
                 item = self.link.inbox.get(timeout=0.1)
             except queue.Empty:
@@ -337,11 +344,25 @@ class GatewayApp:
             self._dispatch(item)
             self.link.ack(item)
 
+    def _confirm_forwards(self) -> None:
+        """Tell the core which forwards the broker acknowledged (journaled as forwarded)."""
+        if not self._unconfirmed:
+            return
+        waiting = []
+        for info, ref in self._unconfirmed:
+            if info.is_published():
+                self.core.on_forwarded(ref)
+            else:
+                waiting.append((info, ref))
+        self._unconfirmed = waiting
+
     def stop(self) -> None:
         self._stop.set()
 
     def close(self) -> None:
         """Disconnect and release everything; idempotent."""
+        self._confirm_forwards()
+        self.core.flush_counters()
         self.link.close()
         if self.metrics_server is not None:
             self.metrics_server.close()

@@ -23,6 +23,28 @@ and executes the :class:`Publish` / :class:`SubmitRecord` actions it returns:
   :class:`ModelAnnouncement` becomes an :class:`Announce` action (the app
   attaches the ledger proof and publishes it retained on ``{org}/model``).
 
+Forwarding and restarts. A forward of a journaled message carries a
+:class:`ForwardRef`; the app reports back with :meth:`GatewayCore.on_forwarded`
+once the broker acknowledged it, and the round journals that. When a round
+is resumed after a restart, every journaled message whose forward was never
+acknowledged is forwarded again (the redelivered device message itself is a
+duplicate and is dropped). A message is counted in the round record only
+when the server's gradient for it is relayed to its device (see
+:mod:`gateway.rounds`).
+
+Limits. Messages from the server are size-checked
+(:data:`protocol.envelope.MAX_MQTT_PAYLOAD`) before any parsing, like device
+messages in :mod:`gateway.verify`.
+
+Persisted counters. Rejections, duplicates and dropped server messages are
+counted in the metrics and, when a :class:`CounterStore` is given (the
+journal database), also persisted in batches (every
+``COUNTER_FLUSH_EVERY`` increments, at every :meth:`GatewayCore.tick` and
+at :meth:`GatewayCore.flush_counters`), so a restarted gateway reports
+totals across instances; a crash loses at most the unflushed batch.
+:meth:`GatewayCore.tick` also writes the "N suppressed" summaries of the log
+limiter whose window has closed.
+
 Not thread-safe: the app drives it from one thread.
 """
 
@@ -32,7 +54,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import nacl.signing
 import numpy as np
@@ -45,7 +67,8 @@ from gateway.ratelimit import LogLimiter
 from gateway.rounds import GatewayRound, Phase, RoundJournal
 from gateway.verify import Accepted, AdmissionPipeline, Duplicate, Rejected
 from protocol import topics
-from protocol.errors import ProtocolError
+from protocol.envelope import MAX_MQTT_PAYLOAD
+from protocol.errors import ProtocolError, SplitfedError
 from protocol.messages import (
     ActivationBatch,
     ClientWeights,
@@ -57,13 +80,42 @@ from protocol.messages import (
     unseal,
 )
 
-__all__ = ["Action", "Announce", "GatewayCore", "Publish", "SubmitRecord"]
+__all__ = [
+    "Action",
+    "Announce",
+    "CounterStore",
+    "ForwardRef",
+    "GatewayCore",
+    "Publish",
+    "SubmitRecord",
+]
 
 log = logging.getLogger(__name__)
 SERVER_KID = "server"
 M_ACCEPTED = "accepted"
 M_REJECTED = "rejected"
 M_DUPLICATE = "duplicates"
+M_SERVER_REJECTED = "server_rejected"
+PERSISTED = frozenset({M_REJECTED, M_DUPLICATE, M_SERVER_REJECTED})
+COUNTER_FLUSH_EVERY = 256
+
+
+class CounterStore(Protocol):
+    """Durable metric totals, keyed by (name, labels as sorted JSON)."""
+
+    def add_counters(self, increments: Mapping[tuple[str, str], float]) -> None: ...
+
+    def load_counters(self) -> dict[tuple[str, str], float]: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ForwardRef:
+    """Which journaled message a forward carries (reported back when acknowledged)."""
+
+    session: str
+    round_no: int
+    device: str
+    seq: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,6 +126,7 @@ class Publish:
     payload: bytes
     qos: int = 1
     retain: bool = False
+    forward_of: ForwardRef | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,6 +169,7 @@ class GatewayCore:
         hasher: Callable[[tuple[np.ndarray, ...]], str],
         prior_spend: Callable[[str, str], float],
         start_seq: int = 0,
+        counter_store: CounterStore | None = None,
     ) -> None:
         self.org = org
         self.group = group
@@ -138,8 +192,10 @@ class GatewayCore:
             (M_REJECTED, "counter", "Device messages rejected, by reason and device"),
             (M_DUPLICATE, "counter", "QoS 1 redeliveries recognised and dropped"),
             ("forwarded", "counter", "Messages forwarded to the server"),
+            ("reforwarded", "counter", "Journaled messages forwarded again after a restart"),
+            ("trained_samples", "counter", "Rows whose gradient was relayed, by device"),
             ("relayed", "counter", "Server messages relayed to devices, by type"),
-            ("server_rejected", "counter", "Server messages dropped, by reason"),
+            (M_SERVER_REJECTED, "counter", "Server messages dropped, by reason"),
             ("rounds", "counter", "Rounds ended, by outcome"),
             ("round", "gauge", "Current round number (-1: none open)"),
             ("block_height", "gauge", "Last ledger height seen"),
@@ -147,6 +203,12 @@ class GatewayCore:
         ]:
             metrics.declare(name, kind, text)
         metrics.set("round", -1)
+        self._store = counter_store
+        self._pending: dict[tuple[str, str], float] = {}
+        if counter_store is not None:
+            for (name, labels), value in sorted(counter_store.load_counters().items()):
+                if name in PERSISTED and value > 0:
+                    metrics.inc(name, json.loads(labels), amount=value)
 
     # -- helpers ----------------------------------------------------------------
     def _next_seq(self) -> int:
@@ -159,8 +221,42 @@ class GatewayCore:
             topic=topics.events(self.org), payload=json.dumps(body, sort_keys=True).encode(), qos=1
         )
 
+    def _count(self, name: str, labels: Mapping[str, str]) -> None:
+        """Increment a persisted counter (metrics now, the store in batches)."""
+        self.metrics.inc(name, labels)
+        if self._store is None:
+            return
+        key = (name, json.dumps(dict(labels), sort_keys=True))
+        self._pending[key] = self._pending.get(key, 0.0) + 1.0
+        if sum(self._pending.values()) >= COUNTER_FLUSH_EVERY:
+            self.flush_counters()
+
+    def flush_counters(self) -> None:
+        """Write the pending counter increments to the store (one transaction)."""
+        if self._store is None or not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        try:
+            self._store.add_counters(pending)
+        except SplitfedError as exc:  # keep counting in memory; retry at the next flush
+            for k, v in pending.items():
+                self._pending[k] = self._pending.get(k, 0.0) + v
+            log.warning("cannot persist counters: %s", exc)
+
+    def tick(self) -> None:
+        """Periodic work (the app calls it about once per poll interval)."""
+        for s in self._limiter.expired():
+            log.warning(
+                "%d more messages from %s rejected as %s in the last %.0f s (suppressed)",
+                s.suppressed,
+                s.device,
+                s.reason,
+                s.interval,
+            )
+        self.flush_counters()
+
     def _reject(self, r: Rejected) -> None:
-        self.metrics.inc(M_REJECTED, {"reason": r.reason.value, "device": r.device or "-"})
+        self._count(M_REJECTED, {"reason": r.reason.value, "device": r.device or "-"})
         d = self._limiter.check(r.device, r.reason.value)
         if d.emit:
             log.warning(
@@ -194,7 +290,7 @@ class GatewayCore:
             self._reject(out)
             return []
         if isinstance(out, Duplicate):
-            self.metrics.inc(M_DUPLICATE, {"device": out.device})
+            self._count(M_DUPLICATE, {"device": out.device})
             return []
         return self._accepted(out, rnd)
 
@@ -224,20 +320,41 @@ class GatewayCore:
                     weights=msg.weights,
                     epsilon_total=msg.epsilon_spent,
                     weights_dp=msg.weights_dp,
+                    data=acc.data,
                 )
                 or None
             )
             kind = "weights"
         if new is None:  # counted before a restart: the journal knows it
-            self.metrics.inc(M_DUPLICATE, {"device": acc.device})
+            self._count(M_DUPLICATE, {"device": acc.device})
             return []
         self.metrics.inc(M_ACCEPTED, {"device": acc.device, "type": kind})
-        return self._forward(acc.data)
+        ref = ForwardRef(
+            session=rnd.session, round_no=rnd.round_no, device=acc.device, seq=msg.seq
+        )
+        return self._forward(acc.data, ref)
 
-    def _forward(self, data: bytes) -> list[Action]:
+    def _forward(self, data: bytes, ref: ForwardRef | None = None) -> list[Action]:
         self.metrics.inc("forwarded")
         fwd = endorse(data, signing_key=self._key, org=self.org, seq=self._next_seq())
-        return [Publish(topic=topics.central_up(self.org), payload=fwd)]
+        return [Publish(topic=topics.central_up(self.org), payload=fwd, forward_of=ref)]
+
+    def on_forwarded(self, ref: ForwardRef) -> None:
+        """The broker acknowledged the forward ``ref``: it need not be sent again."""
+        rnd = self.round
+        if rnd is not None and (rnd.session, rnd.round_no) == (ref.session, ref.round_no):
+            rnd.mark_forwarded(ref.device, ref.seq)
+
+    def _reforward(self, rnd: GatewayRound) -> list[Action]:
+        """After a restart: forward what was journaled but never acknowledged, once."""
+        out: list[Action] = []
+        for device, seq, data in rnd.unforwarded():
+            ref = ForwardRef(session=rnd.session, round_no=rnd.round_no, device=device, seq=seq)
+            self.metrics.inc("reforwarded")
+            out += self._forward(data, ref)
+        if out:
+            log.info("forwarding %d journaled messages again after a restart", len(out))
+        return out
 
     def on_device_state(self, topic: str, payload: bytes) -> list[Action]:
         try:
@@ -260,6 +377,9 @@ class GatewayCore:
 
     # -- server -----------------------------------------------------------------
     def on_central_down(self, payload: bytes) -> list[Action]:
+        if len(payload) > MAX_MQTT_PAYLOAD:  # before any parsing
+            self._count(M_SERVER_REJECTED, {"reason": "oversize"})
+            return []
         try:
             _, msg = unseal(
                 payload,
@@ -268,11 +388,16 @@ class GatewayCore:
                 limits=self.pipeline.limits,
             )
         except ProtocolError as exc:
-            self.metrics.inc("server_rejected", {"reason": type(exc).__name__})
+            self._count(M_SERVER_REJECTED, {"reason": type(exc).__name__})
             log.warning("dropped message on central down: %s", exc)
             return []
         if isinstance(msg, GradientBatch):
             self.metrics.inc("relayed", {"type": "gradients"})
+            rnd = self.round
+            if rnd is not None and (rnd.session, rnd.round_no) == (msg.session, msg.round):
+                rows = rnd.mark_trained(msg.device, msg.seq)
+                if rows is not None:
+                    self.metrics.inc("trained_samples", {"device": msg.device}, amount=rows)
             return [Publish(topic=topics.down(self.org, msg.device), payload=payload)]
         if isinstance(msg, Command):
             return self._command(msg, payload)
@@ -282,7 +407,7 @@ class GatewayCore:
         if isinstance(msg, ModelAnnouncement) and msg.weights is not None:
             server_w, self._candidate_server = self._candidate_server, None
             return [Announce(announcement=msg, server_weights=server_w)]
-        self.metrics.inc("server_rejected", {"reason": "unexpected_type"})
+        self._count(M_SERVER_REJECTED, {"reason": "unexpected_type"})
         return []
 
     def _relay(self, cmd: Command, payload: bytes) -> list[Action]:
@@ -314,6 +439,8 @@ class GatewayCore:
             for dev, seq in restored.seen_items():
                 self.pipeline.replay.observe(dev, seq)
             self.round = restored
+            if restored.phase is Phase.OPEN:
+                out += self._reforward(restored)
         else:
             prior = {d: self._prior_spend(session, d) for d in sorted(self.devices)}
             self.round = GatewayRound(
@@ -341,7 +468,8 @@ class GatewayCore:
         return [
             self._event(
                 "round_resumed", session=session, round=round_no, envelopes=restored.leaf_count
-            )
+            ),
+            *self._reforward(restored),
         ]
 
     def close_round(self, session: str, round_no: int) -> list[Action]:

@@ -198,10 +198,14 @@ class PahoLink:
             self.close()
             raise TransportError("MQTT broker did not accept the connection/subscriptions in time")
 
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+    def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> mqtt.MQTTMessageInfo:
+        """Queue a publish; the returned info's ``is_published()`` turns true on PUBACK."""
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             raise TransportError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
+        return info
 
     def ack(self, item: Inbound) -> None:
         """PUBACK a handled message (QoS 1)."""

@@ -6,6 +6,13 @@ a given (device, reason) pair at most once per ``interval`` seconds, with the
 number suppressed since the last line. Pure: the clock is injected. The table
 is bounded (``max_keys``); when full, the oldest entries are forgotten, which
 at worst lets one extra line through.
+
+Closing a window. The suppressed count must not wait for the same reason to
+recur (it may never recur): :meth:`LogLimiter.expired`, called periodically,
+returns a :class:`Suppressed` summary for every key whose window has closed
+with events suppressed in it; that summary counts as the key's line (the
+next event within ``interval`` of it is suppressed again). Keys whose window
+closed with nothing suppressed are dropped, so the next event logs at once.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["LogDecision", "LogLimiter"]
+__all__ = ["LogDecision", "LogLimiter", "Suppressed"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -23,6 +30,16 @@ class LogDecision:
 
     emit: bool
     suppressed: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Suppressed:
+    """``suppressed`` events of (device, reason) not logged in the window just closed."""
+
+    device: str
+    reason: str
+    suppressed: int
+    interval: float
 
 
 class LogLimiter:
@@ -53,3 +70,20 @@ class LogLimiter:
         while len(self._seen) > self._max:
             self._seen.popitem(last=False)
         return LogDecision(emit=True, suppressed=suppressed)
+
+    def expired(self) -> list[Suppressed]:
+        """Summaries of the windows closed since the last call (see module docstring)."""
+        now = self._clock()
+        out: list[Suppressed] = []
+        # entries are ordered by the time of their last line: stop at the first still open
+        for key, (last, suppressed) in list(self._seen.items()):
+            if now - last < self._interval:
+                break
+            if suppressed:
+                out.append(Suppressed(device=key[0], reason=key[1], suppressed=suppressed,
+                                      interval=self._interval))
+                self._seen[key] = (now, 0)
+                self._seen.move_to_end(key)
+            else:
+                del self._seen[key]
+        return out

@@ -15,10 +15,21 @@ a gateway that restarts replays its journal with :meth:`GatewayRound.restore`
 and recognises every (device, seq) it already counted: nothing is counted
 twice, and a redelivered message becomes a duplicate.
 
-Sample counts and FedAvg weights: a device's weight in the group average is
-``min(claimed num_samples, activation rows this gateway accepted from it in
-this round)``; a device that sent weights but no activations this round is
-left out (it cannot have trained). Epsilon: devices declare their cumulative
+Forwarding. A journaled message keeps its original bytes until it is known
+to have reached the server: ``mark_forwarded`` (the broker acknowledged the
+gateway's forward) or a gradient for it. :meth:`GatewayRound.unforwarded`
+lists what a restarted gateway must forward again (it was journaled, then
+the process died before the forward left it; the device's redelivery is a
+duplicate, so without this the batch would be lost while its device waits
+out its gradient timeout).
+
+Sample counts and FedAvg weights: a batch's rows count for its device only
+once the server's gradient for it passes through the gateway
+(:meth:`GatewayRound.mark_trained`): that is the batch the device trains on.
+A batch the server never answered (lost, refused, late) is a Merkle leaf
+(it was admitted) but no sample. A device's weight in the group average is
+``min(claimed num_samples, trained rows of this round)``; a device that sent
+weights but had no batch trained this round is left out. Epsilon: devices declare their cumulative
 spend in every message; the record carries, per device, the cumulative
 value and the increase over what the ledger already holds for it, so the sum
 of recorded increases equals the device accountant's cumulative epsilon.
@@ -60,7 +71,7 @@ class Phase(enum.Enum):
 class JournalEntry:
     """One durable event of a round (what :class:`RoundJournal` stores)."""
 
-    kind: str  # "open" | "leaf" | "weights" | "phase"
+    kind: str  # "open" | "leaf" | "weights" | "forwarded" | "trained" | "phase"
     device: str = ""
     seq: int = -1
     samples: int = 0
@@ -68,6 +79,7 @@ class JournalEntry:
     leaf: bytes = b""
     weights: tuple[np.ndarray, ...] = ()
     info: Mapping[str, Any] = field(default_factory=dict)
+    data: bytes = b""  # "leaf"/"weights": the original bytes, kept until forwarded
 
 
 class RoundJournal(Protocol):
@@ -123,7 +135,10 @@ class GatewayRound:
         self._prior = dict(prior_epsilon or {})
         self._leaves: list[bytes] = []
         self._seen: set[tuple[str, int]] = set()
-        self._samples: dict[str, int] = {}
+        self._samples: dict[str, int] = {}  # trained rows per device
+        self._rows: dict[tuple[str, int], int] = {}  # rows of every leaf
+        self._trained: set[tuple[str, int]] = set()
+        self._unforwarded: dict[tuple[str, int], bytes] = {}
         self._epsilon: dict[str, float] = {}
         self._weights: dict[str, tuple[int, tuple[np.ndarray, ...]]] = {}
         self._weights_dp: dict[str, str] = {}
@@ -157,16 +172,29 @@ class GatewayRound:
         return r
 
     def _apply(self, e: JournalEntry) -> None:
+        key = (e.device, e.seq)
         if e.kind == "leaf":
             self._leaves.append(e.leaf)
-            self._seen.add((e.device, e.seq))
-            self._samples[e.device] = self._samples.get(e.device, 0) + e.samples
+            self._seen.add(key)
+            self._rows[key] = e.samples
+            self._samples.setdefault(e.device, 0)
             self._epsilon[e.device] = max(self._epsilon.get(e.device, 0.0), e.epsilon)
+            if e.data:
+                self._unforwarded[key] = e.data
         elif e.kind == "weights":
             self._weights_dp[e.device] = str(e.info.get("weights_dp", "unprotected"))
-            self._seen.add((e.device, e.seq))
+            self._seen.add(key)
             self._weights[e.device] = (e.samples, e.weights)
             self._epsilon[e.device] = max(self._epsilon.get(e.device, 0.0), e.epsilon)
+            if e.data:
+                self._unforwarded[key] = e.data
+        elif e.kind == "forwarded":
+            self._unforwarded.pop(key, None)
+        elif e.kind == "trained":
+            self._unforwarded.pop(key, None)
+            if key in self._rows and key not in self._trained:
+                self._trained.add(key)
+                self._samples[e.device] = self._samples.get(e.device, 0) + self._rows[key]
         elif e.kind == "phase":
             self.phase = Phase(str(e.info["phase"]))
 
@@ -193,6 +221,7 @@ class GatewayRound:
             samples=rows,
             epsilon=epsilon_total,
             leaf=leaf_hash(data),
+            data=data,
         )
         self._journal.append(self.session, self.round_no, entry)
         self._apply(entry)
@@ -207,8 +236,12 @@ class GatewayRound:
         weights: tuple[np.ndarray, ...],
         epsilon_total: float,
         weights_dp: str = "unprotected",
+        data: bytes = b"",
     ) -> bool:
-        """Journal one accepted client-half upload; ``False`` if already seen."""
+        """Journal one accepted client-half upload; ``False`` if already seen.
+
+        ``data``: the original bytes, kept until :meth:`mark_forwarded`.
+        """
         self._require_open()
         if (device, seq) in self._seen:
             return False
@@ -220,10 +253,38 @@ class GatewayRound:
             epsilon=epsilon_total,
             weights=weights,
             info={"weights_dp": weights_dp},
+            data=data,
         )
         self._journal.append(self.session, self.round_no, entry)
         self._apply(entry)
         return True
+
+    def mark_forwarded(self, device: str, seq: int) -> bool:
+        """The forward of (device, seq) reached the broker; ``False`` if nothing to mark."""
+        if (device, seq) not in self._unforwarded:
+            return False
+        entry = JournalEntry(kind="forwarded", device=device, seq=seq)
+        self._journal.append(self.session, self.round_no, entry)
+        self._apply(entry)
+        return True
+
+    def mark_trained(self, device: str, seq: int) -> int | None:
+        """The server's gradient for batch (device, seq) went to the device: count its rows.
+
+        Returns the rows counted, ``None`` if the batch is not a leaf of this round, was
+        counted already, or the round is no longer open (the record is fixed at close).
+        """
+        key = (device, seq)
+        if self.phase is not Phase.OPEN or key not in self._rows or key in self._trained:
+            return None
+        entry = JournalEntry(kind="trained", device=device, seq=seq)
+        self._journal.append(self.session, self.round_no, entry)
+        self._apply(entry)
+        return self._rows[key]
+
+    def unforwarded(self) -> list[tuple[str, int, bytes]]:
+        """Journaled messages whose forward was never confirmed, in journal order."""
+        return [(d, s, b) for (d, s), b in self._unforwarded.items()]
 
     # -- views -----------------------------------------------------------------
     @property

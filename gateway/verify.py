@@ -12,14 +12,20 @@ at the first failure:
 5. the device is not revoked;
 6. the topic's device id and the message's device field equal the ``kid``
    (a registered key cannot publish under another device's id);
-7. replay window per device: a stale sequence number is rejected; an exact
-   duplicate (QoS 1 redelivery) yields :class:`Duplicate`, which is neither
-   forwarded again nor counted as an attack;
+7. replay window per device, *checked but not yet marked*: a stale
+   sequence number is rejected (``replay``), one more than
+   :data:`protocol.replay.MAX_SEQ_JUMP` above the device's highest is
+   rejected (``seq_jump``); an exact duplicate (QoS 1 redelivery) yields
+   :class:`Duplicate`, which is neither forwarded again nor counted as an
+   attack;
 8. session, round and model hash of the current round (the round is not
    checked for unlabelled windows: split inference runs between rounds
    too); tensor shapes and label range for that model;
 9. DP parameters at least as strong as the session policy; declared epsilon
-   within the budget.
+   within the budget;
+10. only now the sequence number is marked in the replay window. A signed
+    message that fails 8 or 9 leaves the window as it was, so it cannot
+    turn the device's later genuine messages into "replays".
 
 The result is a value, never an exception: :class:`Accepted`,
 :class:`Duplicate` or :class:`Rejected` with a :class:`RejectReason`. Only
@@ -50,9 +56,10 @@ from protocol.errors import (
     LimitExceeded,
     ProtocolError,
     ReplayError,
+    SeqJumpError,
 )
 from protocol.messages import ActivationBatch, ClientWeights, decode_any
-from protocol.replay import ReplayGuard, Verdict
+from protocol.replay import MAX_SEQ_JUMP, ReplayGuard, Verdict
 from protocol.tensor import TensorLimits
 
 __all__ = [
@@ -79,6 +86,7 @@ class RejectReason(enum.Enum):
     REVOKED = "revoked"
     IMPERSONATION = "impersonation"
     REPLAY = "replay"
+    SEQ_JUMP = "seq_jump"
     NO_SESSION = "no_session"
     WRONG_SESSION = "wrong_session"
     WRONG_ROUND = "wrong_round"
@@ -132,10 +140,12 @@ class AdmissionPipeline:
         replay: ReplayGuard,
         max_size: int = env_mod.MAX_ENVELOPE_BYTES,
         limits: TensorLimits | None = None,
+        max_seq_jump: int = MAX_SEQ_JUMP,
     ) -> None:
         self.org = org
         self.registry = registry
         self.replay = replay
+        self.max_seq_jump = max_seq_jump
         self.max_size = max_size
         self.limits = limits if limits is not None else TensorLimits()
 
@@ -195,13 +205,16 @@ class AdmissionPipeline:
                 detail=f"kid {env.kid} published as topic {t.device}, message device {msg.device}",
             )
         try:
-            if self.replay.observe(env.kid, msg.seq) is Verdict.DUPLICATE:
+            if self.replay.check(env.kid, msg.seq, max_jump=self.max_seq_jump) is Verdict.DUPLICATE:
                 return Duplicate(device=env.kid, seq=msg.seq)
+        except SeqJumpError as exc:
+            return Rejected(reason=RejectReason.SEQ_JUMP, device=env.kid, detail=str(exc))
         except ReplayError as exc:
             return Rejected(reason=RejectReason.REPLAY, device=env.kid, detail=str(exc))
         bad = _check_session(msg, policy, round_no)
         if bad is not None:
             return Rejected(reason=bad[0], device=env.kid, detail=bad[1])
+        self.replay.observe(env.kid, msg.seq)  # checked above; nothing ran in between
         return Accepted(device=env.kid, message=msg, envelope=env, data=data)
 
 

@@ -66,6 +66,9 @@ __all__ = [
     "HDR_KID",
     "HDR_SCHEMA_VERSION",
     "MAX_ENVELOPE_BYTES",
+    "MAX_MQTT_PACKET",
+    "MAX_MQTT_PAYLOAD",
+    "MQTT_FRAMING_ALLOWANCE",
     "SCHEMA_VERSION",
     "Envelope",
     "check_signature",
@@ -100,6 +103,15 @@ SCHEMA_VERSION: Final = 1
 MAX_ENVELOPE_BYTES: Final = 4 * 1024 * 1024
 # An Endorsement of a device envelope of MAX_ENVELOPE_BYTES needs at most this much more.
 ENDORSEMENT_OVERHEAD: Final = 1024
+# The largest MQTT payload the protocol allows anywhere: an endorsement of a maximal device
+# envelope (gateway -> server). Every other message is at most MAX_ENVELOPE_BYTES.
+MAX_MQTT_PAYLOAD: Final = MAX_ENVELOPE_BYTES + ENDORSEMENT_OVERHEAD  # 4195328
+# ... plus the MQTT 5 PUBLISH framing: fixed header (<= 5 bytes), topic (2 + < 200 bytes for
+# the protocol's topics, ids being <= 64 characters), packet id (2), properties (< 100 bytes
+# as our clients send them). The broker's max_packet_size (deploy/broker.py,
+# deploy/mosquitto/splitfed.conf) is this number.
+MQTT_FRAMING_ALLOWANCE: Final = 1024
+MAX_MQTT_PACKET: Final = MAX_MQTT_PAYLOAD + MQTT_FRAMING_ALLOWANCE  # 4196352
 COSE_SIGN1_TAG: Final = 18
 ALG_EDDSA: Final = -8
 HDR_ALG: Final = 1

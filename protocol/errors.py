@@ -13,6 +13,7 @@ exceptions, sqlite3 errors and LiteRT ``RuntimeError`` never leak past them.
     │   ├── MalformedMessage           not decodable / fails schema validation
     │   ├── BadSignature               signature, algorithm or key does not match
     │   ├── ReplayError                sequence number stale (outside window)
+    │   │   └── SeqJumpError           sequence number too far ahead of the window
     │   ├── LimitExceeded              payload size, tensor shape, element count
     │   ├── TopicError                 bad topic or id (wildcards, separators)
     │   └── InvalidState               persisted protocol state (replay window) is corrupt
@@ -56,6 +57,10 @@ class BadSignature(ProtocolError):
 
 class ReplayError(ProtocolError):
     """The sequence number is older than the receiver's replay window."""
+
+
+class SeqJumpError(ReplayError):
+    """A sequence number further ahead of the window than the receiver allows."""
 
 
 class LimitExceeded(ProtocolError):

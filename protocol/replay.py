@@ -24,10 +24,26 @@ the Merkle batch); otherwise, after a crash, messages accepted since the last
 persist are accepted again. A receiver that starts without state accepts any
 first number from each sender: that is the limit of the guarantee.
 
+Forward jumps. A message that is validly signed but otherwise unacceptable
+(wrong round, wrong session, below the DP policy) must not move the window:
+the receiver first asks :meth:`ReplayGuard.check`, runs its other checks, and
+only then calls :meth:`ReplayGuard.observe`. Otherwise one such message with
+``seq = 2**62`` turns every later genuine message of that sender into a
+"replay" until the receiver forgets its state. As a second line, ``check``
+and ``observe`` take ``max_jump``: a number more than ``max_jump`` above
+``top`` raises :class:`SeqJumpError` (a :class:`ReplayError`) and marks
+nothing. :data:`MAX_SEQ_JUMP` (2**20, about a million messages) is the
+bound for device senders, whose ``seq`` is a dense counter (one per release;
+an agent never skips more than the few messages it dropped). Senders whose
+``seq`` is derived from a clock (a gateway numbers its endorsements with
+microseconds since the epoch, so a restart jumps by the downtime) are
+checked with ``max_jump=None`` (unbounded). The first number seen from a
+sender is not bounded: there is nothing to measure the jump from.
+
 Threat model: the window stops an attacker who captured signed messages from
 making a receiver act on them twice. It does not stop a sender from skipping
-ahead (it may jump ``seq`` arbitrarily; only its own later messages suffer)
-nor delay or suppression of messages.
+ahead by up to ``max_jump`` (only its own later messages suffer) nor delay or
+suppression of messages.
 """
 
 from __future__ import annotations
@@ -36,12 +52,13 @@ import enum
 from collections.abc import Iterator, Mapping
 from typing import Final, Self
 
-from protocol.errors import ConfigError, InvalidState, ReplayError, TopicError
+from protocol.errors import ConfigError, InvalidState, ReplayError, SeqJumpError, TopicError
 from protocol.topics import validate_id
 
-__all__ = ["MAX_SEQ", "ReplayGuard", "ReplayWindow", "Verdict"]
+__all__ = ["MAX_SEQ", "MAX_SEQ_JUMP", "ReplayGuard", "ReplayWindow", "Verdict"]
 
 MAX_SEQ: Final = (1 << 63) - 1
+MAX_SEQ_JUMP: Final = 1 << 20  # largest forward move of a device's window by one message
 MAX_WINDOW: Final = 1 << 16
 _STATE_VERSION: Final = 1
 
@@ -78,11 +95,21 @@ class ReplayWindow:
         """Highest sequence number accepted so far (None before the first)."""
         return self._top
 
-    def check(self, seq: int) -> Verdict:
-        """What :meth:`observe` would answer, without marking anything."""
+    def check(self, seq: int, *, max_jump: int | None = None) -> Verdict:
+        """What :meth:`observe` would answer, without marking anything.
+
+        ``max_jump``: refuse (:class:`SeqJumpError`) a number more than this above ``top``.
+        """
         if type(seq) is not int or not 0 <= seq <= MAX_SEQ:
             raise ReplayError(f"sequence number must be an int in [0, {MAX_SEQ}]")
-        if self._top is None or seq > self._top:
+        if self._top is None:
+            return Verdict.FRESH
+        if seq > self._top:
+            if max_jump is not None and seq - self._top > max_jump:
+                raise SeqJumpError(
+                    f"sequence number {seq} jumps {seq - self._top} ahead of {self._top}"
+                    f" (at most {max_jump})"
+                )
             return Verdict.FRESH
         offset = self._top - seq
         if offset >= self._size:
@@ -91,9 +118,12 @@ class ReplayWindow:
             )
         return Verdict.DUPLICATE if self._bits >> offset & 1 else Verdict.FRESH
 
-    def observe(self, seq: int) -> Verdict:
-        """Classify ``seq`` and mark it as seen; raises :class:`ReplayError` if stale."""
-        verdict = self.check(seq)
+    def observe(self, seq: int, *, max_jump: int | None = None) -> Verdict:
+        """Classify ``seq`` and mark it as seen; raises :class:`ReplayError` if stale.
+
+        Nothing is marked when it raises (stale, or :class:`SeqJumpError` beyond ``max_jump``).
+        """
+        verdict = self.check(seq, max_jump=max_jump)
         if verdict is Verdict.DUPLICATE:
             return verdict
         if self._top is None:
@@ -172,14 +202,19 @@ class ReplayGuard:
             win = self._windows[sender] = ReplayWindow(size=self._size)
         return win
 
-    def check(self, sender: str, seq: int) -> Verdict:
+    def check(self, sender: str, seq: int, *, max_jump: int | None = None) -> Verdict:
         """What :meth:`observe` would answer, without marking (or creating) anything."""
         win = self._windows.get(sender)
-        return ReplayWindow(size=self._size).check(seq) if win is None else win.check(seq)
+        if win is None:
+            return ReplayWindow(size=self._size).check(seq, max_jump=max_jump)
+        return win.check(seq, max_jump=max_jump)
 
-    def observe(self, sender: str, seq: int) -> Verdict:
-        """Classify ``seq`` from ``sender`` and mark it; raises :class:`ReplayError` if stale."""
-        return self.window(sender).observe(seq)
+    def observe(self, sender: str, seq: int, *, max_jump: int | None = None) -> Verdict:
+        """Classify ``seq`` from ``sender`` and mark it; raises :class:`ReplayError` if stale.
+
+        Call it only once every other check of the message passed (module docstring).
+        """
+        return self.window(sender).observe(seq, max_jump=max_jump)
 
     def forget(self, sender: str) -> None:
         """Drop a sender's window (e.g. after its key was revoked and will never be accepted)."""

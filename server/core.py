@@ -55,7 +55,7 @@ from protocol.messages import (
     seal,
     weights_digest,
 )
-from protocol.replay import ReplayGuard, Verdict
+from protocol.replay import MAX_SEQ_JUMP, ReplayGuard, Verdict
 from server.aggregate import GroupAggregate, aggregate_groups
 from server.proposals import Proposal, ProposalStatus, next_version
 from server.round_policy import RoundPolicy, RoundTracker
@@ -394,7 +394,9 @@ class ServerCore:
             msg = decode_any(inner.payload, inner.content_type)
             if not isinstance(msg, ActivationBatch | ClientWeights) or msg.device != inner.kid:
                 return self._drop("unexpected_type", inner.content_type)
-            if self._device_replay(t.org).observe(inner.kid, msg.seq) is Verdict.DUPLICATE:
+            # bounded jump: one signed message must not push the device's window far ahead
+            dev_replay = self._device_replay(t.org)
+            if dev_replay.observe(inner.kid, msg.seq, max_jump=MAX_SEQ_JUMP) is Verdict.DUPLICATE:
                 return []
         except ProtocolError as exc:
             return self._drop(type(exc).__name__, str(exc))

@@ -34,7 +34,15 @@ from models.manifest import Manifest, list_artifacts
 from protocol import envelope, topics
 from protocol.keys import save_signing_key
 from protocol.merkle import merkle_root
-from protocol.messages import ActivationBatch, ClientWeights, Command, DpParams, seal
+from protocol.messages import (
+    ActivationBatch,
+    ClientWeights,
+    Command,
+    DpParams,
+    GradientBatch,
+    decode_any,
+    seal,
+)
 from tests.unit.ledger_node.conftest import Consortium, make_consortium, session_body
 
 pytestmark = pytest.mark.integration
@@ -271,6 +279,18 @@ def test_gateway_admits_honest_rejects_attacks_and_records_round(
         assert _counter(text, "duplicates", device="d1") == 1
         assert _counter(text, "accepted", device="d1", type="activations") == 3
         assert got == [*honest, d1_more]  # byte for byte, in order
+        # the server trains d1's batches and answers with gradients: only now they count
+        for env_bytes in got:
+            inner = envelope.peek(env_bytes)
+            act = decode_any(inner.payload, inner.content_type)
+            if not isinstance(act, ActivationBatch) or act.device != "d1":
+                continue
+            g = GradientBatch(session="s1", round=0, step=act.step, device="d1", seq=act.seq,
+                              grad=np.zeros_like(act.activations, np.float32), loss=1.0)
+            server.publish(topics.central_down(ORG),
+                           seal(g, signing_key=c.keys["server"], kid="server"))
+        _wait(lambda: _counter(_metrics(port), "trained_samples", device="d1") == 12,
+              "gradients relayed and counted")
         dev.publish(topics.up(ORG, "d1"), b.weights("d1", 5011, dk["d1"], 1.0, eps=1.0))
         _wait(
             lambda: _counter(_metrics(port), "accepted", device="d1", type="weights") == 1,
@@ -344,10 +364,23 @@ def test_gateway_restart_mid_round_counts_each_message_once(
     forwarded: list[bytes] = []
 
     def drain() -> int:
+        """Take the forwards; answer each batch with a gradient, as the server does."""
         while not server.inbox.empty():
             item = server.inbox.get()
             server.ack(item)
             forwarded.append(item.payload)
+            inner = envelope.peek(
+                open_endorsement(
+                    item.payload, gateway_key=c.keys[f"{ORG}/gateway"].verify_key, org=ORG
+                ).envelope
+            )
+            act = decode_any(inner.payload, inner.content_type)
+            assert isinstance(act, ActivationBatch)
+            g = GradientBatch(session="s1", round=0, step=act.step, device=act.device,
+                              seq=act.seq, grad=np.zeros_like(act.activations, np.float32),
+                              loss=1.0)
+            server.publish(topics.central_down(ORG),
+                           seal(g, signing_key=c.keys["server"], kid="server"))
         return len(forwarded)
 
     def run_gateway() -> tuple[GatewayApp, threading.Thread]:
@@ -387,6 +420,8 @@ def test_gateway_restart_mid_round_counts_each_message_once(
         app, thread = run_gateway()  # same state dir, same MQTT client id (persistent session)
         _wait(lambda: drain() == 4, "queued batches forwarded after the restart")
         _wait(lambda: app.metrics.value("duplicates", {"device": "d1"}) == 1, "duplicate seen")
+        _wait(lambda: app.core.round is not None and app.core.round.samples("d2") == 8,
+              "gradients of the batches forwarded after the restart relayed")
         server.publish(
             topics.central_down(ORG),
             seal(

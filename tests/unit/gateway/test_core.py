@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import nacl.signing
@@ -33,7 +34,9 @@ GW = nacl.signing.SigningKey(b"\x41" * 32)
 SERVER = nacl.signing.SigningKey(b"\x42" * 32)
 
 
-def _core(journal: RoundJournal, start_seq: int = 0) -> GatewayCore:
+def _core(
+    journal: RoundJournal, start_seq: int = 0, counter_store: SqliteJournal | None = None
+) -> GatewayCore:
     reg = StaticRegistry(
         [DeviceInfo(org=fx.ORG, device=d, pubkey_hex=fx.pubhex(k)) for d, k in DEV.items()]
     )
@@ -50,6 +53,7 @@ def _core(journal: RoundJournal, start_seq: int = 0) -> GatewayCore:
         hasher=weights_digest,
         prior_spend=lambda s, d: 0.0,
         start_seq=start_seq,
+        counter_store=counter_store,
     )
     core.set_policy(fx.policy())
     for d in DEV:
@@ -65,7 +69,7 @@ def _cmd(kind: str, seq: int, round_no: int = 0) -> bytes:
     return seal(cmd, signing_key=SERVER, kid="server")
 
 
-def _pubs(actions: list[object], topic: str) -> list[Publish]:
+def _pubs(actions: Sequence[object], topic: str) -> list[Publish]:
     return [a for a in actions if isinstance(a, Publish) and a.topic == topic]
 
 
@@ -98,6 +102,7 @@ def test_round_trip_forward_relay_aggregate_record() -> None:
     assert core.on_central_down(forged) == []
     assert core.metrics.value("server_rejected", {"reason": "BadSignature"}) == 1
     core.on_device_up(fx.up("d2"), fx.activation("d2", 1, key=DEV["d2"], batch=4))
+    core.on_central_down(_grad("d2", 1, rows=4))  # counted once the server trained it
     core.on_device_up(fx.up("d1"), fx.weights("d1", 2, key=DEV["d1"], value=1.0, num_samples=8))
     core.on_device_up(fx.up("d2"), fx.weights("d2", 2, key=DEV["d2"], value=4.0, num_samples=4))
     out = core.on_central_down(_cmd("stop_round", 2))
@@ -113,20 +118,49 @@ def test_round_trip_forward_relay_aggregate_record() -> None:
     assert 'gw_accepted_total{device="d1",type="activations"} 1' in text
 
 
+def _grad(device: str, seq: int, rows: int = 8) -> bytes:
+    g = GradientBatch(
+        session=fx.SESSION,
+        round=0,
+        step=seq,
+        device=device,
+        seq=seq,
+        grad=np.zeros((rows, *fx.ACT_SHAPE), np.float32),
+        loss=1.0,
+    )
+    return seal(g, signing_key=SERVER, kid="server")
+
+
+def _forwarded_envelopes(actions: Sequence[object]) -> list[bytes]:
+    return [
+        open_endorsement(p.payload, gateway_key=GW.verify_key, org=fx.ORG).envelope
+        for p in _pubs(actions, topics.central_up(fx.ORG))
+    ]
+
+
+def _ack_forwards(core: GatewayCore, actions: Sequence[object]) -> None:
+    for p in _pubs(actions, topics.central_up(fx.ORG)):
+        assert p.forward_of is not None
+        core.on_forwarded(p.forward_of)
+
+
 def test_restart_mid_round_does_not_double_count(tmp_path: Path) -> None:
     j = SqliteJournal(tmp_path / "rounds.db")
     core = _core(j, start_seq=100)
     core.on_central_down(_cmd("start_round", 1))
     msgs = [fx.activation("d1", s, key=DEV["d1"]) for s in (1, 2)]
     for m in msgs:
-        core.on_device_up(fx.up("d1"), m)
+        _ack_forwards(core, core.on_device_up(fx.up("d1"), m))
     j.close()
     j2 = SqliteJournal(tmp_path / "rounds.db")
     core2 = _core(j2, start_seq=200)
-    core2.on_central_down(_cmd("start_round", 1))  # the server re-sends the open round
+    # the server re-sends the open round; both forwards were acknowledged: none again
+    assert _forwarded_envelopes(core2.on_central_down(_cmd("start_round", 1))) == []
     for m in msgs:  # the broker redelivers the unacknowledged ones
         assert core2.on_device_up(fx.up("d1"), m) == []
     core2.on_device_up(fx.up("d1"), fx.activation("d1", 3, key=DEV["d1"]))
+    for seq in (1, 2, 3):
+        core2.on_central_down(_grad("d1", seq))
     rec = next(
         a for a in core2.on_central_down(_cmd("stop_round", 2)) if isinstance(a, SubmitRecord)
     ).body
@@ -152,3 +186,81 @@ def test_new_round_abandons_the_open_one() -> None:
     events = [json.loads(p.payload)["event"] for p in _pubs(out, topics.events(fx.ORG))]
     assert events == ["round_abandoned", "round_started"]
     assert core.metrics.value("rounds", {"outcome": "abandoned"}) == 1
+
+
+def test_killed_between_journal_and_forward_forwards_once_after_restart(tmp_path: Path) -> None:
+    """Issue 11: a journaled batch whose forward never left the gateway was lost."""
+    path = tmp_path / "rounds.db"
+    j = SqliteJournal(path)
+    core = _core(j, start_seq=100)
+    core.on_central_down(_cmd("start_round", 1))
+    msgs = [fx.activation("d1", s, key=DEV["d1"]) for s in (1, 2, 3, 4)]
+    for seq, m in enumerate(msgs[:3], start=1):
+        _ack_forwards(core, core.on_device_up(fx.up("d1"), m))
+        core.on_central_down(_grad("d1", seq))
+    lost = core.on_device_up(fx.up("d1"), msgs[3])  # journaled ...
+    assert _forwarded_envelopes(lost) == [msgs[3]]  # ... the actions die with the process
+    j.close()
+
+    j2 = SqliteJournal(path)
+    core2 = _core(j2, start_seq=200)
+    resumed = core2.resume(fx.SESSION, 0)
+    assert _forwarded_envelopes(resumed) == [msgs[3]]  # forwarded again, exactly once
+    assert core2.on_device_up(fx.up("d1"), msgs[3]) == []  # the redelivery is a duplicate
+    _ack_forwards(core2, resumed)
+    assert core2.metrics.value("reforwarded") == 1
+    j2.close()
+
+    j3 = SqliteJournal(path)  # another restart: the acknowledged forward is not repeated
+    core3 = _core(j3, start_seq=300)
+    assert _forwarded_envelopes(core3.resume(fx.SESSION, 0)) == []
+    assert _forwarded_envelopes(core3.on_central_down(_cmd("start_round", 1))) == []
+    # the record counts what the server trained: 3 batches so far, not the 4 journaled
+    assert core3.round is not None and core3.round.samples("d1") == 24
+    for _ in range(2):  # the gradient for batch 4 arrives (a redelivery of it counts once)
+        assert len(_pubs(core3.on_central_down(_grad("d1", 4)), topics.down(fx.ORG, "d1"))) == 1
+    rec = next(
+        a for a in core3.on_central_down(_cmd("stop_round", 2)) if isinstance(a, SubmitRecord)
+    ).body
+    assert rec["envelope_count"] == 4 and rec["devices"]["d1"]["samples"] == 32
+    j3.close()
+
+
+def test_untrained_batch_is_a_leaf_but_not_a_sample() -> None:
+    core = _core(InMemoryJournal())
+    core.on_central_down(_cmd("start_round", 1))
+    for seq in (1, 2, 3, 4):
+        core.on_device_up(fx.up("d1"), fx.activation("d1", seq, key=DEV["d1"]))
+    for seq in (1, 2, 3):  # the server never answered batch 4 (the device timed it out)
+        core.on_central_down(_grad("d1", seq))
+    rec = next(
+        a for a in core.on_central_down(_cmd("stop_round", 2)) if isinstance(a, SubmitRecord)
+    ).body
+    assert rec["envelope_count"] == 4 and rec["devices"]["d1"]["samples"] == 24
+
+
+def test_rejection_counts_survive_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "rounds.db"
+    j = SqliteJournal(path)
+    core = _core(j, counter_store=j)
+    core.on_central_down(_cmd("start_round", 1))
+    bad = fx.activation("d1", 1, key=DEV["d2"])  # d2's key claiming d1: bad signature
+    for _ in range(3):
+        core.on_device_up(fx.up("d1"), bad)
+    core.on_central_down(b"\x00" * 10)
+    core.tick()  # persists
+    labels = {"reason": "bad_signature", "device": "d1"}
+    assert core.metrics.value("rejected", labels) == 3
+    core.on_device_up(fx.up("d1"), bad)  # pending, flushed at close
+    core.flush_counters()
+    j.close()
+    j2 = SqliteJournal(path)
+    core2 = _core(j2, counter_store=j2)
+    assert core2.metrics.value("rejected", labels) == 4
+    assert core2.metrics.value("server_rejected", {"reason": "MalformedMessage"}) == 1
+    core2.on_device_up(fx.up("d1"), bad)
+    core2.flush_counters()
+    j2.close()
+    j3 = SqliteJournal(path)
+    assert _core(j3, counter_store=j3).metrics.value("rejected", labels) == 5
+    j3.close()

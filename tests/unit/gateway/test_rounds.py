@@ -29,6 +29,8 @@ def _drive(r: GatewayRound) -> list[bytes]:
     assert r.add_activation(device="a", seq=1, data=msgs[0], rows=8, epsilon_total=0.5) == 0
     assert r.add_activation(device="b", seq=1, data=msgs[1], rows=4, epsilon_total=0.7) == 1
     assert r.add_activation(device="a", seq=2, data=msgs[2], rows=8, epsilon_total=0.9) == 2
+    for dev, seq in [("a", 1), ("b", 1), ("a", 2)]:  # the server's gradients came back
+        assert r.mark_trained(dev, seq) is not None
     return msgs
 
 
@@ -119,3 +121,45 @@ def test_group_upload_is_dp_sgd_only_if_every_averaged_upload_was() -> None:
     assert r.result(hasher=_hash).weights_dp == "dp_sgd"
     r.add_weights(device="b", seq=2, num_samples=4, weights=_w(1.0), epsilon_total=1.0)
     assert r.result(hasher=_hash).weights_dp == "unprotected"
+
+
+def test_samples_count_only_batches_whose_gradient_came_back() -> None:
+    r = GatewayRound(org="o1", session="s", round_no=1, journal=InMemoryJournal())
+    for seq in (1, 2, 3):
+        r.add_activation(device="a", seq=seq, data=b"env-a%d" % seq, rows=8, epsilon_total=0.5)
+    assert r.mark_trained("a", 1) == 8 and r.mark_trained("a", 3) == 8
+    assert r.mark_trained("a", 3) is None  # a gradient relayed twice counts once
+    assert r.mark_trained("a", 99) is None  # no such batch
+    r.add_weights(device="a", seq=4, num_samples=24, weights=_w(1.0), epsilon_total=0.6)
+    res = r.close(hasher=_hash)
+    # three envelopes admitted (Merkle leaves), 16 rows trained: the device trained 16, not 24
+    assert res.record["envelope_count"] == 3
+    assert res.record["devices"]["a"]["samples"] == 16 and res.num_samples == 16
+    assert r.mark_trained("a", 2) is None  # after close the record is fixed
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_unforwarded_messages_survive_a_restart_until_marked(kind: str, tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    journal: RoundJournal = InMemoryJournal() if kind == "memory" else SqliteJournal(path)
+    r = GatewayRound(org="o1", session="s", round_no=1, journal=journal)
+    r.add_activation(device="a", seq=1, data=b"env-a1", rows=8, epsilon_total=0.5)
+    r.add_activation(device="a", seq=2, data=b"env-a2", rows=8, epsilon_total=0.5)
+    r.add_weights(device="a", seq=3, num_samples=8, weights=_w(1.0), epsilon_total=0.5,
+                  data=b"env-w3")
+    assert r.mark_forwarded("a", 1) and not r.mark_forwarded("a", 1)
+    assert [(d, s) for d, s, _ in r.unforwarded()] == [("a", 2), ("a", 3)]
+    if isinstance(journal, SqliteJournal):
+        journal.close()
+        journal = SqliteJournal(path)
+    r2 = GatewayRound.restore(org="o1", session="s", round_no=1, journal=journal)
+    assert r2 is not None
+    assert r2.unforwarded() == [("a", 2, b"env-a2"), ("a", 3, b"env-w3")]
+    assert r2.mark_trained("a", 2) == 8  # a gradient also proves the server had it
+    assert r2.unforwarded() == [("a", 3, b"env-w3")]
+    if isinstance(journal, SqliteJournal):
+        # the bytes of forwarded messages are not kept
+        rows = journal._db.execute(
+            "SELECT seq FROM journal WHERE data IS NOT NULL ORDER BY seq").fetchall()
+        assert rows == [(3,)]
+        journal.close()

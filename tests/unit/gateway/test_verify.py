@@ -35,8 +35,8 @@ def _admit(p: AdmissionPipeline, data: bytes, topic: str, **kw: object) -> objec
         data,
         topic,
         policy=kw.get("policy", fx.policy()),  # type: ignore[arg-type]
-        round_no=kw.get("round_no", 0),
-    )  # type: ignore[arg-type]
+        round_no=kw.get("round_no", 0),  # type: ignore[arg-type]
+    )
 
 
 def _reason(out: object) -> RejectReason:
@@ -186,3 +186,33 @@ def test_random_and_mutated_input_never_raises(
     good[i : i + len(patch)] = patch
     out = _admit(pipe, bytes(good), fx.up("d2"))
     assert isinstance(out, Accepted | Rejected | Duplicate)
+
+
+def test_rejected_signed_message_with_huge_seq_does_not_poison_the_window(
+    pipe: AdmissionPipeline,
+) -> None:
+    """The attack: a signed message, seq 2**62, round 999999 -> wrong_round; then genuine."""
+    evil = fx.activation("d1", 1 << 62, key=KEYS["d1"], round_no=999999)
+    # first message of d1 this gateway sees (e.g. right after a restart): no jump to measure
+    assert _reason(_admit(pipe, evil, fx.up("d1"))) is RejectReason.WRONG_ROUND
+    genuine = _admit(pipe, fx.activation("d1", 1, key=KEYS["d1"]), fx.up("d1"))
+    assert isinstance(genuine, Accepted), genuine
+    # once the window has a top, the same message is refused by the jump bound first
+    assert _reason(_admit(pipe, evil, fx.up("d1"))) is RejectReason.SEQ_JUMP
+    assert isinstance(_admit(pipe, fx.activation("d1", 2, key=KEYS["d1"]), fx.up("d1")), Accepted)
+
+
+def test_seq_jump_beyond_bound_is_rejected_and_counted_apart_from_replay(
+    pipe: AdmissionPipeline,
+) -> None:
+    from protocol.replay import MAX_SEQ_JUMP
+
+    assert isinstance(_admit(pipe, fx.activation("d1", 7, key=KEYS["d1"]), fx.up("d1")), Accepted)
+    far = fx.activation("d1", 7 + MAX_SEQ_JUMP + 1, key=KEYS["d1"])  # current round, valid
+    assert _reason(_admit(pipe, far, fx.up("d1"))) is RejectReason.SEQ_JUMP
+    assert isinstance(_admit(pipe, fx.activation("d1", 8, key=KEYS["d1"]), fx.up("d1")), Accepted)
+    # a policy failure (DP below the floor) does not mark the seq either: the honest retry
+    # with the same seq and proper noise is accepted
+    weak = fx.activation("d1", 9, key=KEYS["d1"], noise=0.1)
+    assert _reason(_admit(pipe, weak, fx.up("d1"))) is RejectReason.DP_BELOW_POLICY
+    assert isinstance(_admit(pipe, fx.activation("d1", 9, key=KEYS["d1"]), fx.up("d1")), Accepted)

@@ -146,3 +146,28 @@ def test_corrupt_guard_state_is_refused() -> None:
     ):
         with pytest.raises(InvalidState):
             ReplayGuard.from_state_dict(bad)
+
+
+def test_forward_jump_beyond_max_jump_is_refused_and_marks_nothing() -> None:
+    from protocol.errors import SeqJumpError
+    from protocol.replay import MAX_SEQ_JUMP
+
+    w = ReplayWindow(size=8)
+    assert w.observe(10, max_jump=MAX_SEQ_JUMP) is FRESH
+    with pytest.raises(SeqJumpError):
+        w.check(10 + MAX_SEQ_JUMP + 1, max_jump=MAX_SEQ_JUMP)
+    with pytest.raises(SeqJumpError):
+        w.observe(1 << 62, max_jump=MAX_SEQ_JUMP)
+    assert w.top == 10  # the refused number did not move the window
+    assert w.observe(11, max_jump=MAX_SEQ_JUMP) is FRESH
+    assert w.observe(11 + MAX_SEQ_JUMP, max_jump=MAX_SEQ_JUMP) is FRESH  # exactly the bound
+    # unbounded (clock-derived senders): any forward jump is fine
+    assert w.observe(1 << 62) is FRESH
+
+
+def test_guard_check_does_not_mark_so_a_later_observe_decides() -> None:
+    g = ReplayGuard(size=8)
+    g.observe("dev", 5)
+    assert g.check("dev", 1 << 62) is FRESH  # would be fresh ...
+    assert g.window("dev").top == 5  # ... but check marked nothing
+    assert g.check("new", 3) is FRESH and "new" not in g
