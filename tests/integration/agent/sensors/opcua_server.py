@@ -90,10 +90,7 @@ class OpcuaTestServer:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30.0)
 
     async def _start(self) -> None:
-        if self._users is not None:
-            server = Server(user_manager=_Users(self._users))
-        else:
-            server = Server()
+        server = Server(user_manager=_Users(self._users)) if self._users is not None else Server()
         await server.init()
         server.set_endpoint(self.endpoint)
         server.set_server_name("splitfed test server")

@@ -129,7 +129,7 @@ def test_reconnects_with_backoff_after_the_server_restarts(server: OpcuaTestServ
         port = server.port
         server.stop()
         deadline = time.monotonic() + 10.0
-        with pytest.raises(SensorError):  # noqa: PT012 - reads until the loss is noticed
+        with pytest.raises(SensorError):
             while time.monotonic() < deadline:
                 r.read()
                 time.sleep(0.05)
