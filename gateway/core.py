@@ -9,7 +9,7 @@ and executes the :class:`Publish` / :class:`SubmitRecord` actions it returns:
   accepted client-half upload is kept for the group average and its
   endorsement forwarded too (the server counts it as "device finished").
   Duplicates are dropped silently; rejections are counted
-  (``splitfed_gateway_rejected_total{reason,device}``) and logged at most once
+  (``splitfed_gateway_rejected_total{reason}``) and logged at most once
   per device and reason per minute.
 * ``on_device_state(topic, payload)``: birth/death JSON; tracked devices and
   an ``events`` line.
@@ -64,6 +64,7 @@ SERVER_KID = "server"
 M_ACCEPTED = "accepted"
 M_REJECTED = "rejected"
 M_DUPLICATE = "duplicates"
+M_DEVICE_EPSILON = "splitfed_device_epsilon_spent"  # the one per-device series
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,8 +135,8 @@ class GatewayCore:
         self.block_height = -1
         self._candidate_server: tuple[np.ndarray, ...] | None = None
         for name, kind, text in [
-            (M_ACCEPTED, "counter", "Device messages accepted, by device and type"),
-            (M_REJECTED, "counter", "Device messages rejected, by reason and device"),
+            (M_ACCEPTED, "counter", "Device messages accepted, by type"),
+            (M_REJECTED, "counter", "Device messages rejected, by reason"),
             (M_DUPLICATE, "counter", "QoS 1 redeliveries recognised and dropped"),
             ("forwarded", "counter", "Messages forwarded to the server"),
             ("relayed", "counter", "Server messages relayed to devices, by type"),
@@ -144,6 +145,7 @@ class GatewayCore:
             ("round", "gauge", "Current round number (-1: none open)"),
             ("block_height", "gauge", "Last ledger height seen"),
             ("devices_online", "gauge", "Devices whose last state was a birth"),
+            (M_DEVICE_EPSILON, "gauge", "Epsilon spent by a device (its last accepted claim)"),
         ]:
             metrics.declare(name, kind, text)
         metrics.set("round", -1)
@@ -160,7 +162,7 @@ class GatewayCore:
         )
 
     def _reject(self, r: Rejected) -> None:
-        self.metrics.inc(M_REJECTED, {"reason": r.reason.value, "device": r.device or "-"})
+        self.metrics.inc(M_REJECTED, {"reason": r.reason.value})
         d = self._limiter.check(r.device, r.reason.value)
         if d.emit:
             log.warning(
@@ -194,7 +196,7 @@ class GatewayCore:
             self._reject(out)
             return []
         if isinstance(out, Duplicate):
-            self.metrics.inc(M_DUPLICATE, {"device": out.device})
+            self.metrics.inc(M_DUPLICATE)
             return []
         return self._accepted(out, rnd)
 
@@ -204,7 +206,7 @@ class GatewayCore:
         if rnd is None or (isinstance(msg, ActivationBatch) and msg.labels is None):
             # split inference: forwarded, not a training leaf (admit() let only these through
             # without an open round)
-            self.metrics.inc(M_ACCEPTED, {"device": acc.device, "type": "inference"})
+            self.metrics.inc(M_ACCEPTED, {"type": "inference"})
             return self._forward(acc.data)
         if isinstance(msg, ActivationBatch):
             new = rnd.add_activation(
@@ -229,9 +231,11 @@ class GatewayCore:
             )
             kind = "weights"
         if new is None:  # counted before a restart: the journal knows it
-            self.metrics.inc(M_DUPLICATE, {"device": acc.device})
+            self.metrics.inc(M_DUPLICATE)
             return []
-        self.metrics.inc(M_ACCEPTED, {"device": acc.device, "type": kind})
+        self.metrics.inc(M_ACCEPTED, {"type": kind})
+        self.metrics.set(M_DEVICE_EPSILON, msg.epsilon_spent,
+                         {"org": self.org, "device": acc.device})
         return self._forward(acc.data)
 
     def _forward(self, data: bytes) -> list[Action]:
@@ -244,11 +248,11 @@ class GatewayCore:
             t = topics.parse(topic)
             st = DeviceState.from_json(payload)
         except ProtocolError as exc:
-            self.metrics.inc(M_REJECTED, {"reason": "bad_state", "device": "-"})
+            self.metrics.inc(M_REJECTED, {"reason": "bad_state"})
             log.debug("bad state message on %s: %s", topic[:100], exc)
             return []
         if t.kind != "state" or t.org != self.org or st.device != t.device or st.org != self.org:
-            self.metrics.inc(M_REJECTED, {"reason": "bad_state", "device": t.device or "-"})
+            self.metrics.inc(M_REJECTED, {"reason": "bad_state"})
             return []
         self.devices[st.device] = st.online
         self.metrics.set("devices_online", sum(self.devices.values()))
