@@ -23,7 +23,7 @@ import math
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -201,7 +201,7 @@ def _mqtt(t: Mapping[str, Any], dev: DeviceSection | None, p: _Problems,
     # TLS keys are named as in the gateway and server configs (ca_file, cert_file, key_file)
     tls_keys = {"ca_file": "ca_certs", "cert_file": "certfile", "key_file": "keyfile"}
     known = {"host", "port", "client_id", "username", "password_file", "keepalive",
-             "session_expiry", "max_inflight", *tls_keys}
+             "session_expiry", "max_inflight", "sparkplug", *tls_keys}
     p.unknown(t, "mqtt", known)
     kw: dict[str, Any] = {}
     kw["host"] = p.take(t, "host", "mqtt", (str,))
@@ -210,6 +210,7 @@ def _mqtt(t: Mapping[str, Any], dev: DeviceSection | None, p: _Problems,
             kw[key] = v
     for key in ("client_id", "username"):
         kw[key] = p.take(t, key, "mqtt", (str,), None)
+    kw["sparkplug"] = bool(p.take(t, "sparkplug", "mqtt", (bool,), False))
     kw["password_file"] = _path(p.take(t, "password_file", "mqtt", (str,), None), base)
     for key, field_name in tls_keys.items():
         kw[field_name] = _path(p.take(t, key, "mqtt", (str,), None), base)
@@ -341,6 +342,8 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path) -> AgentConfig:
     if p.items or None in (dev, mqtt, model, privacy, sensors):
         raise ConfigError(p.items or ["incomplete configuration"])
     assert dev and mqtt and model and privacy and sensors  # for the type checker
+    if mqtt.sparkplug:  # one Sparkplug device (DBIRTH/DDEATH) per sensor device
+        mqtt = replace(mqtt, sparkplug_devices=tuple(d.name for d in sensors.devices))
     return AgentConfig(device=dev, mqtt=mqtt, model=model, privacy=privacy,
                        training=training, spool=spool, sensors=sensors)
 

@@ -15,6 +15,9 @@ sessions back to back:
    topic (QoS 1), publish the birth certificate (retained, same bdSeq, with
    ``state_detail()`` such as epsilon spent and halted; re-published on
    ``update_state()``), and start sending the spool from its oldest row.
+   With ``sparkplug = true`` the will is instead the Sparkplug B NDEATH and
+   NBIRTH/DBIRTH follow the JSON birth; an NCMD ``Node Control/Rebirth``
+   re-sends them (see :mod:`agent.sparkplug`).
 3. Pump: at most ``max_inflight`` spool rows are unacknowledged at once, sent
    in spool order.  A row is deleted from the spool only in ``on_publish``
    (the PUBACK) with a success reason code - rows acknowledged during one
@@ -57,6 +60,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from agent.sparkplug import SparkplugSession, SparkplugTopics, bd_seq_of, is_rebirth
 from agent.spool import Spool
 from protocol import topics
 from protocol.control import DeviceState
@@ -90,6 +94,8 @@ class MqttConfig:
     backoff_initial: float = 0.5
     backoff_max: float = 60.0
     close_timeout: float = 3.0
+    sparkplug: bool = False
+    sparkplug_devices: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         problems = []
@@ -184,6 +190,9 @@ class PahoPublisher:
         self._session_over = False
         self._connack_ok = False
         self.bd_seq = 0
+        self._spb: SparkplugSession | None = None
+        self._rebirth = threading.Event()
+        self.sparkplug_channels: dict[str, int] = {}  # DBIRTH "Channels" per sensor device
 
     # -- public API ------------------------------------------------------------------------
     def start(self) -> None:
@@ -289,6 +298,9 @@ class PahoPublisher:
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                     raise TransportError(f"connection lost: {paho.error_string(rc)}")
                 if self._connack_ok:
+                    if self._rebirth.is_set():
+                        self._rebirth.clear()
+                        self._sparkplug_births(client)
                     if self._state_dirty.is_set():
                         self._state_dirty.clear()
                         client.publish(topics.state(cfg.org, cfg.device),
@@ -310,8 +322,18 @@ class PahoPublisher:
                              protocol=paho.MQTTv5)
         client.max_inflight_messages_set(max(cfg.max_inflight, 20))
         client.max_queued_messages_set(0)
-        client.will_set(topics.state(cfg.org, cfg.device), self._state_payload(online=False),
-                        qos=1, retain=True)
+        self._spb = None
+        if cfg.sparkplug:
+            # MQTT has one will per connection: with Sparkplug on it is the NDEATH (the JSON
+            # death on the state topic is then only published on a clean close)
+            self._spb = SparkplugSession(SparkplugTopics(cfg.org, cfg.device),
+                                         bd_seq_of(self.bd_seq), cfg.sparkplug_devices,
+                                         self.sparkplug_channels)
+            will_topic, will_payload = self._spb.will()
+            client.will_set(will_topic, will_payload, qos=1, retain=False)
+        else:
+            client.will_set(topics.state(cfg.org, cfg.device),
+                            self._state_payload(online=False), qos=1, retain=True)
         try:
             if cfg.username is not None:
                 password = None
@@ -361,7 +383,17 @@ class PahoPublisher:
             self.spool.ack_many(acked)
             self.stats.acked += len(acked)
 
+    def _sparkplug_births(self, client: paho.Client) -> None:
+        if self._spb is None:
+            return
+        detail = self.state_detail() if self.state_detail is not None else {}
+        for topic, payload in self._spb.births_for(detail, self.spool.depth):
+            client.publish(topic, payload, qos=0, retain=False)
+
     def _say_goodbye(self, client: paho.Client) -> None:
+        if self._spb is not None:
+            for topic, payload in self._spb.deaths():
+                client.publish(topic, payload, qos=1 if "NDEATH" in topic else 0, retain=False)
         info = client.publish(topics.state(self.config.org, self.config.device),
                               self._state_payload(online=False), qos=1, retain=True)
         deadline = time.monotonic() + self.config.close_timeout
@@ -390,9 +422,13 @@ class PahoPublisher:
             return
         cfg = self.config
         self.stats.connects += 1
-        client.subscribe([(topics.down(cfg.org, cfg.device), 1), (topics.model(cfg.org), 1)])
+        subs = [(topics.down(cfg.org, cfg.device), 1), (topics.model(cfg.org), 1)]
+        if self._spb is not None:
+            subs.append((self._spb.topics.ncmd, 1))
+        client.subscribe(subs)
         client.publish(topics.state(cfg.org, cfg.device), self._state_payload(online=True),
                        qos=1, retain=True)
+        self._sparkplug_births(client)
         self._connack_ok = True
         log.info("MQTT connected to %s:%d (bdSeq %d, spool depth %d)", cfg.host, cfg.port,
                  self.bd_seq, self.spool.depth)
@@ -426,6 +462,10 @@ class PahoPublisher:
 
     def _on_message(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
         self.stats.received += 1
+        if self._spb is not None and message.topic == self._spb.topics.ncmd:
+            if is_rebirth(bytes(message.payload)):
+                self._rebirth.set()  # answered by the session loop: NBIRTH + DBIRTHs again
+            return
         if self._on_message_cb is not None:
             self._on_message_cb(message.topic, bytes(message.payload))
 

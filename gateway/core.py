@@ -9,7 +9,7 @@ and executes the :class:`Publish` / :class:`SubmitRecord` actions it returns:
   accepted client-half upload is kept for the group average and its
   endorsement forwarded too (the server counts it as "device finished").
   Duplicates are dropped silently; rejections are counted
-  (``splitfed_gateway_rejected_total{reason,device}``) and logged at most once
+  (``splitfed_gateway_rejected_total{reason}``) and logged at most once
   per device and reason per minute.
 * ``on_device_state(topic, payload)``: birth/death JSON; tracked devices and
   an ``events`` line.
@@ -116,6 +116,7 @@ class ForwardRef:
     round_no: int
     device: str
     seq: int
+M_DEVICE_EPSILON = "splitfed_device_epsilon_spent"  # the one per-device series
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -188,8 +189,8 @@ class GatewayCore:
         self.block_height = -1
         self._candidate_server: tuple[np.ndarray, ...] | None = None
         for name, kind, text in [
-            (M_ACCEPTED, "counter", "Device messages accepted, by device and type"),
-            (M_REJECTED, "counter", "Device messages rejected, by reason and device"),
+            (M_ACCEPTED, "counter", "Device messages accepted, by type"),
+            (M_REJECTED, "counter", "Device messages rejected, by reason"),
             (M_DUPLICATE, "counter", "QoS 1 redeliveries recognised and dropped"),
             ("forwarded", "counter", "Messages forwarded to the server"),
             ("reforwarded", "counter", "Journaled messages forwarded again after a restart"),
@@ -200,6 +201,7 @@ class GatewayCore:
             ("round", "gauge", "Current round number (-1: none open)"),
             ("block_height", "gauge", "Last ledger height seen"),
             ("devices_online", "gauge", "Devices whose last state was a birth"),
+            (M_DEVICE_EPSILON, "gauge", "Epsilon spent by a device (its last accepted claim)"),
         ]:
             metrics.declare(name, kind, text)
         metrics.set("round", -1)
@@ -256,7 +258,7 @@ class GatewayCore:
         self.flush_counters()
 
     def _reject(self, r: Rejected) -> None:
-        self._count(M_REJECTED, {"reason": r.reason.value, "device": r.device or "-"})
+        self._count(M_REJECTED, {"reason": r.reason.value})
         d = self._limiter.check(r.device, r.reason.value)
         if d.emit:
             log.warning(
@@ -290,7 +292,7 @@ class GatewayCore:
             self._reject(out)
             return []
         if isinstance(out, Duplicate):
-            self._count(M_DUPLICATE, {"device": out.device})
+            self._count(M_DUPLICATE, {})
             return []
         return self._accepted(out, rnd)
 
@@ -300,7 +302,7 @@ class GatewayCore:
         if rnd is None or (isinstance(msg, ActivationBatch) and msg.labels is None):
             # split inference: forwarded, not a training leaf (admit() let only these through
             # without an open round)
-            self.metrics.inc(M_ACCEPTED, {"device": acc.device, "type": "inference"})
+            self.metrics.inc(M_ACCEPTED, {"type": "inference"})
             return self._forward(acc.data)
         if isinstance(msg, ActivationBatch):
             new = rnd.add_activation(
@@ -326,9 +328,11 @@ class GatewayCore:
             )
             kind = "weights"
         if new is None:  # counted before a restart: the journal knows it
-            self._count(M_DUPLICATE, {"device": acc.device})
+            self._count(M_DUPLICATE, {})
             return []
-        self.metrics.inc(M_ACCEPTED, {"device": acc.device, "type": kind})
+        self.metrics.inc(M_ACCEPTED, {"type": kind})
+        self.metrics.set(M_DEVICE_EPSILON, msg.epsilon_spent,
+                         {"org": self.org, "device": acc.device})
         ref = ForwardRef(
             session=rnd.session, round_no=rnd.round_no, device=acc.device, seq=msg.seq
         )
@@ -361,11 +365,11 @@ class GatewayCore:
             t = topics.parse(topic)
             st = DeviceState.from_json(payload)
         except ProtocolError as exc:
-            self.metrics.inc(M_REJECTED, {"reason": "bad_state", "device": "-"})
+            self.metrics.inc(M_REJECTED, {"reason": "bad_state"})
             log.debug("bad state message on %s: %s", topic[:100], exc)
             return []
         if t.kind != "state" or t.org != self.org or st.device != t.device or st.org != self.org:
-            self.metrics.inc(M_REJECTED, {"reason": "bad_state", "device": t.device or "-"})
+            self.metrics.inc(M_REJECTED, {"reason": "bad_state"})
             return []
         self.devices[st.device] = st.online
         self.metrics.set("devices_online", sum(self.devices.values()))

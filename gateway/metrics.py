@@ -14,7 +14,12 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["MetricsRegistry", "render_labels"]
+__all__ = ["ROOT", "MetricsRegistry", "check_metric_name", "render_labels"]
+
+ROOT = "splitfed_"
+# units and suffixes of the Prometheus naming guide; counters get ``_total`` when rendered
+_BAD_UNITS = ("_milliseconds", "_ms", "_microseconds", "_minutes", "_hours", "_kilobytes",
+              "_megabytes", "_percent", "_count_total")
 
 _NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -24,6 +29,25 @@ LabelKey = tuple[tuple[str, str], ...]
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def check_metric_name(full: str, kind: str) -> str | None:
+    """``None`` if ``full`` follows the naming guide for a ``kind`` family, else why not.
+
+    One application prefix (``splitfed_``), snake case, base units (seconds, bytes, ratios),
+    no ``_total`` in a family name (the counter sample gets it) and none on a gauge.
+    """
+    if not _NAME.match(full) or ":" in full:
+        return "must match [a-zA-Z_][a-zA-Z0-9_]* (no colons: those are for recording rules)"
+    if not full.startswith(ROOT) or full == ROOT:
+        return f"must start with {ROOT}"
+    if full != full.lower() or "__" in full:
+        return "must be lower snake case"
+    if full.endswith("_total"):
+        return "no _total in the family name (counters get it when rendered, gauges never)"
+    if any(full.endswith(u) or f"{u}_" in full for u in _BAD_UNITS):
+        return "use base units (_seconds, _bytes, _ratio)"
+    return None
 
 
 def render_labels(labels: LabelKey) -> str:
@@ -53,17 +77,20 @@ class _Family:
 class MetricsRegistry:
     """Named metric families; ``inc`` counters, ``set`` gauges, ``render`` text."""
 
-    def __init__(self, *, prefix: str = "") -> None:
+    def __init__(self, *, prefix: str = ROOT) -> None:
         if prefix and not _NAME.match(prefix):
             raise ValueError(f"bad metric prefix {prefix!r}")
         self._prefix = prefix
         self._families: dict[str, _Family] = {}
         self._lock = threading.Lock()
 
+    def _full(self, name: str) -> str:
+        return name if name.startswith(ROOT) else self._prefix + name
+
     def _family(self, name: str, kind: str, help_text: str) -> _Family:
-        full = self._prefix + name
-        if not _NAME.match(full):
-            raise ValueError(f"bad metric name {full!r}")
+        full = self._full(name)
+        if (problem := check_metric_name(full, kind)) is not None:
+            raise ValueError(f"bad metric name {full!r}: {problem}")
         fam = self._families.get(full)
         if fam is None:
             fam = _Family(kind=kind, help=help_text)
@@ -121,7 +148,7 @@ class MetricsRegistry:
         """Current value (0 if never touched); for tests and status output."""
         key = self._key(labels)
         with self._lock:
-            fam = self._families.get(self._prefix + name)
+            fam = self._families.get(self._full(name))
             return 0.0 if fam is None else fam.values.get(key, 0.0)
 
     def render(self) -> str:

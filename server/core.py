@@ -148,8 +148,8 @@ class ServerCore:
             ("predictions", "counter", "Split-inference windows answered, by org"),
             ("rejected", "counter", "Messages dropped, by reason"),
             ("round", "gauge", "Current round"),
-            ("accuracy", "gauge", "Held-out accuracy of the last aggregated model"),
-            ("version", "gauge", "Last finalised model version"),
+            ("accuracy_ratio", "gauge", "Held-out accuracy (0..1) of the last aggregated model"),
+            ("model_version", "gauge", "Last finalised model version"),
         ]:
             metrics.declare(name, kind, text)
 
@@ -238,7 +238,7 @@ class ServerCore:
             self.trainer.set_weights(self._final_server)
             return self.start_round(self.round + 1, now)
         acc = float(self._evaluate(res.weights, server_w))
-        self.metrics.set("accuracy", acc)
+        self.metrics.set("accuracy_ratio", acc)
         self.client_weights = res.weights
         self._pending_weights = res.weights
         ver = next_version(
@@ -323,7 +323,7 @@ class ServerCore:
         self._final_client = self.client_weights
         self.trainer.set_weights(server)
         self._final_server = self.trainer.weights()
-        self.metrics.set("version", version)
+        self.metrics.set("model_version", version)
 
     def finalised_halves(self) -> tuple[int, tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
         """``(version, client half, server half)`` of the last finalised version."""
@@ -355,7 +355,7 @@ class ServerCore:
             self.version = p.version
             self._final_client = self.client_weights
             self._final_server = self.trainer.weights()
-            self.metrics.set("version", p.version)
+            self.metrics.set("model_version", p.version)
             return self.start_round(self.round + 1, now)
         if status is ProposalStatus.REJECTED:
             log.warning(

@@ -6,7 +6,9 @@ caller's thread. RTU devices are grouped by serial port: a port with one
 device is read directly; a port with several devices gets one
 :class:`~agent.sensors.modbus.ModbusBus` thread polling them in turn at the
 highest configured sample rate. ``simulated`` devices start an in-process
-simulator on a free loopback port. Every device is also offered as a
+simulator on a free loopback port. ``opcua`` devices get one
+:class:`~agent.sensors.opcua.OpcuaReader` each (its own asyncua client and
+event-loop thread; connected on the first read). Every device is also offered as a
 :class:`WindowSource` (live samples windowed with ``window.length/hop``,
 capture buffers, or replayed records). ``close()`` stops everything.
 """
@@ -19,6 +21,7 @@ from typing import Any
 from agent.sensors.base import SensorReader, WindowSource
 from agent.sensors.config import (
     DeviceConfig,
+    OpcuaTransport,
     ReplayTransport,
     RtuTransport,
     SensorsConfig,
@@ -152,6 +155,17 @@ def _open_device(d: DeviceConfig, s: SensorSet, rtu: dict[str, PymodbusTransport
 
         s.windows[d.name] = ReplaySource(t.path, length=d.window_length, indices=t.indices,
                                          loop=t.loop)
+        return
+    if isinstance(t, OpcuaTransport):
+        from agent.sensors.opcua import OpcuaReader
+
+        ua_reader = OpcuaReader(name=d.name, transport=t, timeout=d.timeout, policy=d.policy,
+                                sample_rate=d.sample_rate)
+        s._closers.append(ua_reader.close)
+        s.readers[d.name] = ua_reader
+        s._counted[d.name] = ua_reader
+        s.windows[d.name] = LiveWindowSource(ua_reader, length=d.window_length, hop=d.window_hop,
+                                             period=1.0 / d.sample_rate)
         return
     rm = d.register_map
     if isinstance(t, SimulatedTransport):

@@ -15,14 +15,19 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from agent.sensors.device import NO_LABEL, CaptureLayout, RegisterMap
+from agent.sensors.errors import SensorConfigError
 from agent.sensors.health import BackoffPolicy
+from agent.sensors.opcua_nodes import NODE_TYPES, NodeMap, NodeSpec, check_node_id
 from agent.sensors.registers import FUNCTIONS, ORDERS, REGISTER_TYPES, RegisterSpec
 from agent.sensors.serial_line import LineFormat
 
 T = TypeVar("T")
 Mode = Literal["live", "capture"]
 LabelSource = Literal["none", "register", "serial", "dataset"]
-TRANSPORTS = ("tcp", "rtu", "serial_line", "replay", "simulated")
+TRANSPORTS = ("tcp", "rtu", "serial_line", "replay", "simulated", "opcua")
+SECURITY_POLICIES = ("None", "Basic256Sha256")
+SECURITY_MODES = ("Sign", "SignAndEncrypt")
+Acquisition = Literal["subscription", "poll"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,7 +79,34 @@ class SimulatedTransport:
     loop: bool = False  # a dataset's captures once, like ReplayTransport
 
 
-Transport = TcpTransport | RtuTransport | SerialLineTransport | ReplayTransport | SimulatedTransport
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpcuaTransport:
+    """An OPC UA server endpoint, its security settings and how values are acquired."""
+
+    endpoint: str
+    nodes: NodeMap
+    acquisition: Acquisition = "subscription"
+    security_policy: Literal["None", "Basic256Sha256"] = "None"
+    security_mode: Literal["Sign", "SignAndEncrypt"] = "SignAndEncrypt"
+    certificate: str | None = None
+    private_key: str | None = None
+    server_certificate: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    application_uri: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.endpoint.startswith("opc.tcp://"):
+            raise SensorConfigError("endpoint must start with opc.tcp://")
+        if self.security_policy != "None" and not (self.certificate and self.private_key):
+            raise SensorConfigError(f"security_policy {self.security_policy} needs "
+                                    "certificate and private_key")
+        if (self.password is None) != (self.username is None):
+            raise SensorConfigError("username and password go together")
+
+
+Transport = (TcpTransport | RtuTransport | SerialLineTransport | ReplayTransport
+             | SimulatedTransport | OpcuaTransport)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -177,6 +209,78 @@ def _spec(c: _Ctx, t: Any, path: str, default_name: str | None = None) -> Regist
         return None
 
 
+def _node(c: _Ctx, t: Any, path: str, default_name: str | None = None) -> NodeSpec | None:
+    if not isinstance(t, Mapping):
+        c.problems.append(f"{path}: expected a table")
+        return None
+    n0 = len(c.problems)
+    name = c.get(t, "name", path, str, default_name if default_name else ...)
+    kw = {
+        "node_id": c.get(t, "node_id", path, str, ..., check_node_id),
+        "type": c.get(t, "type", path, str, "auto", _one_of(NODE_TYPES)),
+        "scale": c.get(t, "scale", path, float, 1.0,
+                       lambda v: None if math.isfinite(v) and v != 0 else "must be finite, != 0"),
+        "offset": c.get(t, "offset", path, float, 0.0, _range(-math.inf, math.inf)),
+    }
+    if len(c.problems) > n0:
+        return None
+    try:
+        return NodeSpec(name=name, **kw)
+    except ValueError as exc:
+        c.problems.append(f"{path}: {exc}")
+        return None
+
+
+def _opcua(c: _Ctx, t: Mapping[str, Any], path: str) -> OpcuaTransport | None:
+    n0 = len(c.problems)
+    endpoint = c.get(t, "endpoint", path, str, ...,
+                     lambda v: None if v.startswith("opc.tcp://") else "must start with opc.tcp://")
+    nodes = c.get(t, "nodes", path, list, ...)
+    specs = [_node(c, n, f"{path}.nodes[{i}]") for i, n in enumerate(nodes or [])]
+    if nodes == []:
+        c.problems.append(f"{path}.nodes: at least one node")
+    label: NodeSpec | None = None
+    none_value: int | None = NO_LABEL
+    if (lab_t := c.get(t, "label", path, dict, None)) is not None:
+        label = _node(c, lab_t, f"{path}.label", "label")
+        none_value = c.get(lab_t, "none_value", f"{path}.label", int, NO_LABEL)
+    cnt_t = c.get(t, "counter", path, dict, None)
+    counter = _node(c, cnt_t, f"{path}.counter", "counter") if cnt_t is not None else None
+    kw = {
+        "acquisition": c.get(t, "acquisition", path, str, "subscription",
+                             _one_of(("subscription", "poll"))),
+        "security_policy": c.get(t, "security_policy", path, str, "None",
+                                 _one_of(SECURITY_POLICIES)),
+        "security_mode": c.get(t, "security_mode", path, str, "SignAndEncrypt",
+                               _one_of(SECURITY_MODES)),
+        "certificate": c.get(t, "certificate", path, str, None),
+        "private_key": c.get(t, "private_key", path, str, None),
+        "server_certificate": c.get(t, "server_certificate", path, str, None),
+        "username": c.get(t, "username", path, str, None),
+        "application_uri": c.get(t, "application_uri", path, str, None),
+    }
+    password = c.get(t, "password", path, str, None)
+    password_env = c.get(t, "password_env", path, str, None)
+    if password is not None and password_env is not None:
+        c.problems.append(f"{path}: password and password_env are exclusive")
+    elif password_env is not None:
+        import os
+
+        password = os.environ.get(password_env)
+        if password is None:
+            c.problems.append(f"{path}.password_env: environment variable {password_env} "
+                              "is not set")
+    if len(c.problems) > n0:
+        return None
+    try:
+        nm = NodeMap(channels=tuple(s for s in specs if s), label=label, label_none=none_value,
+                     counter=counter)
+        return OpcuaTransport(endpoint=endpoint, nodes=nm, password=password, **kw)
+    except ValueError as exc:
+        c.problems.append(f"{path}: {exc}")
+        return None
+
+
 def _indices(c: _Ctx, t: Mapping[str, Any], path: str) -> tuple[int, ...] | None:
     v = c.get(t, "indices", path, list, None)
     if v is None:
@@ -227,6 +331,8 @@ def _transport(c: _Ctx, t: Mapping[str, Any], path: str, kind: str) -> Transport
             channels=c.get(t, "channels", path, int, 1, _range(1, 64)),
             seed=c.get(t, "seed", path, int, 0),
             loop=c.get(t, "loop", path, bool, False))
+    elif kind == "opcua":
+        result = _opcua(c, t, path)
     return result if len(c.problems) == n0 else None
 
 
@@ -264,6 +370,11 @@ def _device(c: _Ctx, t: Any, path: str) -> DeviceConfig | None:
         label_source = "serial"
     elif kind == "replay":
         label_source = "dataset"
+    elif kind == "opcua" and isinstance(transport, OpcuaTransport) \
+            and transport.nodes.label is not None:
+        label_source = "register"
+    if kind == "opcua" and mode != "live":
+        c.problems.append(f"{path}.mode: opcua devices are read live")
     if modbus and mode == "live":
         regs = c.get(t, "registers", path, list, [] if kind == "simulated" else ...)
         specs = [_spec(c, r, f"{path}.registers[{i}]") for i, r in enumerate(regs or [])]

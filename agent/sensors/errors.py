@@ -10,13 +10,15 @@
     ├── DeviceUnavailableError the device is in backoff after repeated failures
     ├── MalformedLineError     a serial text line could not be parsed
     ├── CaptureChangedError    a capture buffer changed while it was being read
-    └── RegisterEncodingError  a value does not fit its register type
+    ├── RegisterEncodingError  a value does not fit its register type
+    └── NodeStatusError        an OPC UA server reported a Bad status code for a node
 
     ConfigError
     └── SensorConfigError      a sensor/simulator setting is invalid (also a ValueError)
 
 The Modbus adapter (:mod:`agent.sensors.modbus`) translates pymodbus and
-pyserial exceptions into these with ``raise X from exc``.
+pyserial exceptions into these with ``raise X from exc``; the OPC UA adapter
+(:mod:`agent.sensors.opcua`) does the same for asyncua.
 """
 
 from __future__ import annotations
@@ -58,6 +60,14 @@ class CaptureChangedError(SensorError):
 
 class RegisterEncodingError(SensorError):
     """A value cannot be represented in the register type it is mapped to."""
+
+
+class NodeStatusError(SensorError):
+    """An OPC UA server answered with a Bad status code for a node (or the whole request)."""
+
+    def __init__(self, status: str, message: str = "") -> None:
+        self.status = status
+        super().__init__(message or f"OPC UA status {status}")
 
 
 class SensorConfigError(ConfigError, ValueError):
