@@ -44,6 +44,12 @@ def _print_summary(s: dict[str, Any]) -> None:
     echo(f"final held-out accuracy   {_fmt(acc)} of model v{s['final_version']}   (centralized "
          f"non-private baseline, same model: Keras {_fmt(base.get('keras'))}, LiteRT "
          f"{_fmt(base.get('litert'))})")
+    if not base:
+        model, _, cut = str(s["model"]).partition("/cut")
+        echo(f"                          (no baseline recorded for {s['dataset']} {s['model']}: "
+             f"`splitfed-models baseline --dataset {s['dataset']} --model {model} --cut {cut}` "
+             f"computes it, needs the [build] extra; this summary shows the results "
+             f"`python -m bench models` writes to bench/results/models.json)")
     if s["rejected_proposals"]:
         echo(f"rejected by the validators: proposals {s['rejected_proposals']} (never loaded)")
     if s["epsilon_budget"] is None:
