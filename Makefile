@@ -55,5 +55,11 @@ check-data:
 demo: check-data setup
 	$(VENV)/bin/splitfed demo $(DEMO_ARGS)
 
+# wheel + sdist in dist/ (install on a board: pip install 'dist/iiot_splitfed-<v>-py3-none-any.whl[agent]')
+dist: setup
+	rm -rf dist build
+	$(PY) -m build --no-isolation --outdir dist .
+	@ls -l dist
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
