@@ -127,6 +127,7 @@ def load_windows(window: WindowConfig, *, data_dir: str | Path | None = None) ->
     """
     if data_dir is None:
         data_dir = default_data_dir()
+    check_dataset(data_dir, window.dataset)  # missing/unreadable: say what to do
     try:
         train, test = load_split(Path(data_dir), window.dataset)
         x_train = to_fixed_length(train.series, length=window.length, mode=window.mode)
