@@ -11,7 +11,9 @@ STAMP := $(VENV)/.setup-stamp
 EXTRAS ?= all,dev,build
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-all lint bench demo clean
+DATA_DIR ?= $(or $(SPLITFED_DATA_DIR),data)
+
+.PHONY: setup test test-all lint bench demo check-data dist clean
 
 setup: $(STAMP)
 
@@ -38,8 +40,26 @@ lint: setup
 bench: setup
 	$(PY) -m bench
 
-demo: setup
+# before the (slow, first-time) setup: the default dataset must be there. Skipped when
+# DEMO_ARGS picks its own data (splitfed demo checks that itself before starting anything).
+check-data:
+	@case " $(DEMO_ARGS) " in *" --data-dir"*|*" --dataset"*) exit 0;; esac; \
+	for f in PLAID_TRAIN.ts PLAID_TEST.ts; do \
+	  if [ ! -r "$(DATA_DIR)/$$f" ]; then \
+	    echo "error: $(DATA_DIR)/$$f is missing or unreadable. The checkout ships it in data/;" \
+	         "restore it (git checkout -- data) or set SPLITFED_DATA_DIR to a directory" \
+	         "holding PLAID_TRAIN.ts and PLAID_TEST.ts (UCR/UEA .ts files)." >&2; exit 1; \
+	  fi; \
+	done
+
+demo: check-data setup
 	$(VENV)/bin/splitfed demo $(DEMO_ARGS)
 
+# wheel + sdist in dist/ (install on a board: pip install 'dist/iiot_splitfed-<v>-py3-none-any.whl[agent]')
+dist: setup
+	rm -rf dist build
+	$(PY) -m build --no-isolation --outdir dist .
+	@ls -l dist
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

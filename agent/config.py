@@ -214,6 +214,10 @@ def _mqtt(t: Mapping[str, Any], dev: DeviceSection | None, p: _Problems,
     kw["password_file"] = _path(p.take(t, "password_file", "mqtt", (str,), None), base)
     for key, field_name in tls_keys.items():
         kw[field_name] = _path(p.take(t, key, "mqtt", (str,), None), base)
+    # read at each connect: a missing file would only show up as a failed connection later
+    for key, field_name in (("password_file", "password_file"), *tls_keys.items()):
+        if kw[field_name] is not None and not kw[field_name].is_file():
+            p.items.append(f"mqtt.{key}: {kw[field_name]} does not exist")
     if dev is None or kw["host"] is None:
         return None
     try:

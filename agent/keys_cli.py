@@ -51,6 +51,19 @@ class KeyCommandError(click.ClickException):
     exit_code = 1
 
 
+def _ensure_state_dir(state_dir: Path) -> None:
+    """Create a missing state directory 0700, or fail naming the directory and the fix."""
+    if state_dir.is_dir():
+        return
+    try:
+        state_dir.mkdir(mode=0o700, parents=True)
+    except OSError as exc:
+        raise KeyCommandError(
+            f"cannot create state directory {state_dir}: {exc.strerror}; create it for the "
+            f"service user first, e.g. as root: install -d -m 0700 -o splitfed -g splitfed "
+            f"{state_dir}") from exc
+
+
 @click.group(name="keys")
 def keys_group() -> None:
     """Create and show the device's Ed25519 identity."""
@@ -60,7 +73,8 @@ def keys_group() -> None:
 @_state_dir_option
 @click.option("--force", is_flag=True, help="Replace an existing key (the old identity is lost).")
 def keys_generate(state_dir: Path, force: bool) -> None:
-    """Generate the device key (0600 in a 0700 state directory)."""
+    """Generate the device key (0600 in a 0700 state directory, created if missing)."""
+    _ensure_state_dir(state_dir)
     path = key_path(state_dir)
     try:
         key = keys.generate_signing_key()

@@ -44,6 +44,7 @@ from agent.spool import Spool
 from agent.trainer import ClientTrainer
 from bench.common import time_per_call, write_results
 from deploy.broker import MosquittoBroker, device_acl
+from models.data import default_data_dir
 from models.runtime import ClientRuntime
 from protocol import keys, topics
 from protocol.messages import ActivationBatch, seal
@@ -58,8 +59,7 @@ from tests.integration.agent._agent_harness import (
 )
 from tests.integration.conftest import MQTT_ORG, MQTT_USERS
 
-DATA = Path(os.environ.get("SPLITFED_DATA_DIR",
-                           Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA = default_data_dir()
 NOISE, CLIP = 1.0, 5.0
 IDLE_S = 30.0
 STEPS = 1000

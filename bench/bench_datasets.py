@@ -6,20 +6,18 @@ side by side in the same run (stream chunk sizes; 1 vs 2 channels).
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench.common import peak_rss_mib, time_per_call, write_results
+from models.data import default_data_dir
 from models.datasets.partition import dirichlet_partition
 from models.datasets.ucr import load_ts
 from models.datasets.vibration import VibrationStream, generate, random_profile
 from models.datasets.windows import to_fixed_length
 
-DATA = Path(os.environ.get("SPLITFED_DATA_DIR",
-                           Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
+DATA = default_data_dir()
 
 
 def main() -> None:

@@ -47,7 +47,7 @@ from bench.peers.report import (
 )
 from bench.peers.runners import ensure_flower_venv, run_flower, run_ours
 from deploy.stack.plan import StackOptions, StackPlan, make_plan
-from models.data import DEFAULT_DATA_DIR, default_window, load_windows
+from models.data import default_data_dir, default_window, load_windows
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def main() -> None:
     rounds = int(os.environ.get("PEERS_ROUNDS", "20"))
     epsilons = [float(e) for e in os.environ.get("PEERS_EPSILONS", "1,4,8").split(",") if e]
     settings: list[float | None] = [None, *epsilons]
-    data_dir = Path(os.environ.get("SPLITFED_DATA_DIR", str(DEFAULT_DATA_DIR)))
+    data_dir = default_data_dir()
     plan = _plan(rounds, data_dir)
     opts = plan.options
     work = Path(tempfile.mkdtemp(prefix="bench-peers-"))

@@ -58,7 +58,7 @@ from ledger_node.node import LedgerNode
 from ledger_node.registration import make_registration_request
 from ledger_node.solo import SoloOrderer
 from ledger_node.tx import make_tx
-from models.data import WindowConfig, load_windows
+from models.data import WindowConfig, default_data_dir, load_windows
 from models.manifest import Manifest, list_artifacts
 from models.runtime import ClientRuntime
 from protocol import topics
@@ -78,7 +78,7 @@ NS = tuple(int(n) for n in os.environ.get("BENCH_SERVER_NS", "4,16,64").split(",
 _W = os.environ.get("BENCH_SERVER_WINDOWS", "3,20,8")  # warm-up, system, floor seconds
 WARMUP_S, SYSTEM_S, FLOOR_S = (float(v) for v in _W.split(","))
 CLIP, NOISE, LR = 1.0, 1.0, 0.003
-DATA_DIR = Path(os.environ.get("SPLITFED_DATA_DIR", Path(__file__).parents[2] / "shared" / "data"))
+DATA_DIR = default_data_dir()
 BIN = Path(sys.executable).parent
 
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages iiot-splitfed's tests and demo start as real
 # processes: Mosquitto (MQTT broker), etcd (consortium ordering), socat (serial
-# pty pairs). Idempotent: does nothing when they are present. Needs root (or
+# pty pairs), and systemd-analyze (the tests verify the shipped units). Idempotent: does nothing when they are present. Needs root (or
 # sudo) only when something is missing.
 set -euo pipefail
-declare -A need=([mosquitto]=mosquitto [etcd]=etcd-server [etcdctl]=etcd-client [socat]=socat)
+declare -A need=([mosquitto]=mosquitto [etcd]=etcd-server [etcdctl]=etcd-client [socat]=socat
+                 [systemd-analyze]=systemd)
 missing=()
 for cmd in "${!need[@]}"; do
   if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ]; then

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import sys
 import time
@@ -17,11 +16,10 @@ from typing import Any
 
 import click
 
+from models.data import default_data_dir
 from protocol.errors import ConfigError, SplitfedError
 
 REPO = Path(__file__).resolve().parent.parent
-# the UCR/UEA .ts files; the tests read the same variable (tests/conftest.py)
-DEFAULT_DATA = Path(os.environ.get("SPLITFED_DATA_DIR", str(REPO.parent / "shared" / "data")))
 
 
 def _fmt(v: Any, spec: str = ".3f") -> str:
@@ -46,6 +44,12 @@ def _print_summary(s: dict[str, Any]) -> None:
     echo(f"final held-out accuracy   {_fmt(acc)} of model v{s['final_version']}   (centralized "
          f"non-private baseline, same model: Keras {_fmt(base.get('keras'))}, LiteRT "
          f"{_fmt(base.get('litert'))})")
+    if not base:
+        model, _, cut = str(s["model"]).partition("/cut")
+        echo(f"                          (no baseline recorded for {s['dataset']} {s['model']}: "
+             f"`splitfed-models baseline --dataset {s['dataset']} --model {model} --cut {cut}` "
+             f"computes it, needs the [build] extra; this summary shows the results "
+             f"`python -m bench models` writes to bench/results/models.json)")
     if s["rejected_proposals"]:
         echo(f"rejected by the validators: proposals {s['rejected_proposals']} (never loaded)")
     if s["epsilon_budget"] is None:
@@ -81,7 +85,8 @@ def _stack_options(f: Any) -> Any:
         click.option("--dataset", default="PLAID", show_default=True,
                      help="a dataset name in --data-dir, or a path to NAME_TRAIN.ts"),
         click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-                     default=DEFAULT_DATA, show_default=True),
+                     default=default_data_dir,
+                     show_default="$SPLITFED_DATA_DIR or the checkout's data/"),
         click.option("--orgs", default=2, show_default=True, type=int),
         click.option("--devices-per-org", default=2, show_default=True, type=int),
         click.option("--rounds", default=3, show_default=True, type=int),
@@ -110,6 +115,15 @@ def _stack_options(f: Any) -> Any:
     return f
 
 
+def _check_data(dataset: str, data_dir: Path) -> None:
+    """Fail before any process starts if the named dataset's files are missing or unreadable."""
+    from models.data import check_dataset
+
+    if dataset == "synthetic-vibration" or dataset.endswith(".ts"):
+        return
+    check_dataset(data_dir, dataset)
+
+
 @click.command(name="demo")
 @_stack_options
 def demo_cmd(summary_json: Path | None, **kw: Any) -> None:
@@ -119,6 +133,7 @@ def demo_cmd(summary_json: Path | None, **kw: Any) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         options = _options(**kw)
+        _check_data(options.dataset, options.data_dir)
     except ConfigError as exc:
         raise click.UsageError("; ".join(exc.problems)) from exc
     run = StackRun(options, on_progress=lambda h: click.echo(_progress_line(h)),

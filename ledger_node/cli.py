@@ -88,17 +88,50 @@ def run(config_file: Path) -> None:
     LedgerApp(load_config(config_file)).run_forever()
 
 
-@cli.command("make-tx")
+# Body fields make-tx checks before signing (the contracts check the rest), with an example.
+_BODY_FIELDS: dict[str, tuple[tuple[str, type, str], ...]] = {
+    "device_register": (("request", bytes,
+                         '{"request": {"@file": "press-07.req"}} (the file written by '
+                         "`splitfed-agent provision`, path relative to the body file)"),),
+    "device_revoke": (("device", str, '{"device": "press-07", "reason": "replaced"}'),),
+}
+
+_MAKE_TX_HELP = """Build and sign a tx into a file (for `submit`).
+
+\b
+Register a device (as its org's admin), from the request the board wrote:
+  echo '{"request": {"@file": "press-07.req"}}' > register.json
+  splitfed-ledger make-tx --kind device_register --body register.json \\
+      --key consortium/keys/acme-admin.key --submitter acme/admin \\
+      --chain-id plant --out press-07.tx
+  splitfed-ledger submit press-07.tx --url http://127.0.0.1:7070
+"""
+
+
+def _check_body(kind: str, body: dict[str, Any]) -> None:
+    problems = []
+    for name, typ, example in _BODY_FIELDS.get(kind, ()):
+        if name not in body:
+            problems.append(f"{kind} body needs field {name!r}, e.g. {example}")
+        elif not isinstance(body[name], typ):
+            what = "bytes ({'@file': PATH})" if typ is bytes else typ.__name__
+            problems.append(f"{kind} body field {name!r} must be {what}, e.g. {example}")
+    if problems:
+        raise ConfigError(problems)
+
+
+@cli.command("make-tx", help=_MAKE_TX_HELP)
 @click.option("--kind", type=click.Choice(sorted(TX_KINDS)), required=True)
 @click.option("--body", "body_file", type=click.Path(path_type=Path), required=True,
-              help="JSON object; a value {'@file': PATH} is replaced by that file's bytes")
+              help="JSON object; a value {'@file': PATH} is replaced by that file's bytes "
+                   "(PATH relative to the body file); device_register: "
+                   '{"request": {"@file": "press-07.req"}}')
 @click.option("--key", "key_file", type=click.Path(path_type=Path), required=True)
 @click.option("--submitter", required=True, help="e.g. org1/admin, org1/gateway, server")
 @click.option("--chain-id", required=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 def make_tx_cmd(kind: str, body_file: Path, key_file: Path, submitter: str, chain_id: str,
                 out: Path) -> None:
-    """Build and sign a tx into a file (for `submit`)."""
     try:
         body = json.loads(body_file.read_text())
     except (OSError, ValueError) as exc:
@@ -107,7 +140,12 @@ def make_tx_cmd(kind: str, body_file: Path, key_file: Path, submitter: str, chai
         raise ConfigError("the tx body must be a JSON object")
     for k, v in list(body.items()):
         if isinstance(v, dict) and set(v) == {"@file"}:
-            body[k] = (body_file.parent / v["@file"]).read_bytes()
+            path = body_file.parent / str(v["@file"])
+            try:
+                body[k] = path.read_bytes()
+            except OSError as exc:
+                raise ConfigError(f"body field {k!r}: cannot read {path}: {exc.strerror}") from exc
+    _check_body(kind, body)
     raw = make_tx(kind, body, signing_key=load_signing_key(key_file), submitter=submitter,
                   chain_id=chain_id)
     out.write_bytes(raw)

@@ -144,7 +144,8 @@ def _device_register(st: Overlay, tx: Tx, height: int) -> None:
     org = _org_of(tx.submitter, "admin")
     req_bytes = tx.body.get("request")
     if not isinstance(req_bytes, bytes):
-        raise ContractRejectError("device_register needs the device-signed request")
+        raise ContractRejectError("device_register body needs field 'request': the bytes of "
+                                  "the device-signed registration request")
     try:
         req = verify_registration_request(req_bytes)
     except LedgerError as exc:

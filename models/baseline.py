@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from models.data import DEFAULT_DATA_DIR, WindowConfig, Windows, load_windows
+from models.data import WindowConfig, Windows, load_windows
 from models.export import DEFAULT_MAX_BATCH, export_pair
 from models.reference import KerasTrainer
 from models.runtime import ClientRuntime, ServerRuntime
@@ -126,7 +126,7 @@ def predict_litert(client: ClientRuntime, server: ServerRuntime, x: np.ndarray) 
 
 
 def run_baseline(model_id: str, cut: int, window: WindowConfig, cfg: TrainConfig, *,
-                 data_dir: str | Path = DEFAULT_DATA_DIR) -> dict[str, Any]:
+                 data_dir: str | Path | None = None) -> dict[str, Any]:
     """Both backends on one dataset, from freshly exported artifacts (same seed)."""
     windows = load_windows(window, data_dir=data_dir)
     spec = spec_for(model_id, windows)

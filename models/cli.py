@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from models.data import DEFAULT_DATA_DIR, WindowConfig, default_window
+from models.data import WindowConfig, default_data_dir, default_window
 from models.manifest import file_sha256, list_artifacts, load_manifest
 from models.spec import ZOO
 from models.tflite_ops import format_model_info, read_model_info
@@ -34,7 +34,8 @@ def _window(dataset: str, length: int | None, mode: str | None,
 
 
 _data_dir = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-                         default=DEFAULT_DATA_DIR, show_default=True,
+                         default=default_data_dir,
+                         show_default="$SPLITFED_DATA_DIR or the checkout's data/",
                          help="directory with <DATASET>_TRAIN.ts / _TEST.ts")
 
 

@@ -6,10 +6,20 @@ Pure numpy on top of :mod:`models.datasets` (no TensorFlow): a
 the per-channel mean/std of the *training* windows (after the optional
 per-window standardisation of :mod:`models.preprocess`) (what the manifest ships
 and what :meth:`models.runtime.ClientRuntime.normalise` applies).
+
+Where the data is read from is decided here and nowhere else:
+:func:`default_data_dir` is ``$SPLITFED_DATA_DIR`` when set, else the
+``data/`` folder that ships in the checkout (PLAID and ACSF1; provenance in
+``data/README.md``). The demo, the tests, the benchmarks and
+``splitfed-models`` all take their default from it, so a bare ``git clone``
+runs without any folder beside it. Installed wheels do not carry the
+datasets (the agent reads sensors, not files): there the caller passes a
+directory, and :func:`check_dataset` says what to do when it is missing.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +32,40 @@ from models.datasets.windows import MODES, WindowMode, to_fixed_length
 from models.preprocess import apply_norm, standardise_per_window
 from protocol.errors import ConfigError
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+DATA_DIR_ENV = "SPLITFED_DATA_DIR"
+# the checkout's data/ folder (absent from installed wheels)
+SHIPPED_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+
+def default_data_dir() -> Path:
+    """``$SPLITFED_DATA_DIR`` if set (and non-empty), else the shipped ``data/`` folder."""
+    env = os.environ.get(DATA_DIR_ENV, "").strip()
+    return Path(env) if env else SHIPPED_DATA_DIR
+
+
+def check_dataset(data_dir: str | Path, dataset: str) -> tuple[Path, Path]:
+    """The readable ``<dataset>_TRAIN.ts``/``_TEST.ts`` in ``data_dir``, or a ConfigError.
+
+    Cheap (no parsing): callers run it before slow setup so a missing or
+    unreadable file fails first with the fix in the message.
+    """
+    d = Path(data_dir)
+    paths = (d / f"{dataset}_TRAIN.ts", d / f"{dataset}_TEST.ts")
+    problems = []
+    for p in paths:
+        try:
+            with p.open("rb") as fh:
+                fh.read(1)
+        except FileNotFoundError:
+            problems.append(f"dataset file {p} is missing")
+        except OSError as exc:
+            problems.append(f"dataset file {p} is unreadable: {exc.strerror}")
+    if problems:
+        hint = (f"put {dataset}_TRAIN.ts and {dataset}_TEST.ts (UCR/UEA .ts format) in "
+                f"{d}, or point {DATA_DIR_ENV} (or --data-dir) at a directory holding them; "
+                f"the checkout ships PLAID and ACSF1 in {SHIPPED_DATA_DIR}")
+        raise ConfigError([*problems, hint])
+    return paths
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,8 +120,14 @@ def norm_constants(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
 
-def load_windows(window: WindowConfig, *, data_dir: str | Path = DEFAULT_DATA_DIR) -> Windows:
-    """Load ``<dataset>_TRAIN.ts``/``_TEST.ts`` from ``data_dir`` as fixed-length windows."""
+def load_windows(window: WindowConfig, *, data_dir: str | Path | None = None) -> Windows:
+    """Load ``<dataset>_TRAIN.ts``/``_TEST.ts`` from ``data_dir`` as fixed-length windows.
+
+    ``data_dir`` defaults to :func:`default_data_dir`.
+    """
+    if data_dir is None:
+        data_dir = default_data_dir()
+    check_dataset(data_dir, window.dataset)  # missing/unreadable: say what to do
     try:
         train, test = load_split(Path(data_dir), window.dataset)
         x_train = to_fixed_length(train.series, length=window.length, mode=window.mode)

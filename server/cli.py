@@ -1,7 +1,9 @@
 """``splitfed-server``: central server (command line).
 
 Commands: ``run --config FILE`` (train the session), ``session create
---config FILE`` (write the ``session_create`` tx and wait for its block).
+--config FILE`` (write the ``session_create`` tx and wait for its block),
+``keys generate|public`` (the server key and ``server.pub``,
+:mod:`server.keys_cli`).
 
 Exit codes: 0 success, 1 runtime failure (ledger refused or unreachable,
 broker unusable, key refused), 2 usage or configuration error (every
@@ -20,6 +22,7 @@ import click
 
 from protocol.errors import ConfigError, SplitfedError
 from server.config import ServerConfig, load_config
+from server.keys_cli import keys_group
 
 
 @click.group(name="splitfed-server", context_settings={"help_option_names": ["-h", "--help"]})
@@ -123,6 +126,9 @@ def session_create(config_path: Path, timeout: float) -> None:
     click.echo(f"session {cfg.session} created at height {receipt.height} (tx {receipt.txid})")
 
 
+cli.add_command(keys_group)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
     try:
@@ -133,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
-        return 2
+        return int(exc.exit_code)  # 2 for usage errors, 1 for KeyCommandError
     except click.exceptions.Abort:
         return 1
     return 0

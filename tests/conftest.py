@@ -16,8 +16,16 @@ from pathlib import Path
 
 import pytest
 
+from models.data import DATA_DIR_ENV, check_dataset, default_data_dir
+from protocol.errors import ConfigError
+
 REPO = Path(__file__).resolve().parent.parent
-DATA_DIR = Path(os.environ.get("SPLITFED_DATA_DIR", REPO.parent / "shared" / "data"))
+# $SPLITFED_DATA_DIR or the shipped data/ (PLAID, ACSF1): one rule, in models.data
+DATA_DIR = default_data_dir()
+# datasets too big to ship (WATCH): $SPLITFED_DATA_DIR or ../shared/data beside the checkout
+EXTRA_DATA_DIRS = tuple(dict.fromkeys(
+    p for p in (os.environ.get(DATA_DIR_ENV, "").strip(), str(REPO.parent / "shared" / "data"))
+    if p))
 
 # Threads owned by third-party runtimes that live for the whole process once started.
 _ALLOWED_THREADS = re.compile(r"^(asyncio_\d+|ThreadPoolExecutor-\d+_\d+|pydevd\..*|Dummy-\d+)$")
@@ -90,7 +98,22 @@ def _no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """The shared real-data directory (UCR/UEA ``.ts`` files)."""
-    if not DATA_DIR.is_dir():
-        pytest.fail(f"shared data directory {DATA_DIR} is missing (set SPLITFED_DATA_DIR)")
+    """The real-data directory (UCR/UEA ``.ts`` files): PLAID and ACSF1 must be there."""
+    try:
+        for name in ("PLAID", "ACSF1"):
+            check_dataset(DATA_DIR, name)
+    except ConfigError as exc:
+        pytest.fail(str(exc), pytrace=False)
     return DATA_DIR
+
+
+def extra_dataset_dir(name: str) -> Path:
+    """Where an unshipped dataset (e.g. ``WATCH``) is, or skip the test saying where it looked."""
+    for d in EXTRA_DATA_DIRS:
+        try:
+            check_dataset(d, name)
+        except ConfigError:
+            continue
+        return Path(d)
+    pytest.skip(f"{name}_TRAIN.ts/_TEST.ts are not shipped (too large); looked in "
+                f"{', '.join(EXTRA_DATA_DIRS)}; set {DATA_DIR_ENV} to a directory holding them")

@@ -135,3 +135,17 @@ def test_explicit_non_private_mode(tmp_path: Path) -> None:
     cfg = load_config(_write(tmp_path, text), environ={})
     assert cfg.privacy.mode == "none" and not cfg.privacy.enabled
     assert cfg.privacy.labels == "public"
+
+
+def test_config_check_fails_naming_each_missing_secret_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = _valid(tmp_path).replace("port = 1883\n", "port = 1883\nusername = \"press-07\"\n"
+                                    "password_file = \"mqtt.password\"\nca_file = \"ca.crt\"\n")
+    cfg = _write(tmp_path, text)
+    assert main(["config", "check", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert f"mqtt.password_file: {tmp_path / 'mqtt.password'} does not exist" in err
+    assert f"mqtt.ca_file: {tmp_path / 'ca.crt'} does not exist" in err
+    (tmp_path / "mqtt.password").write_text("secret\n")
+    (tmp_path / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    assert main(["config", "check", str(cfg)]) == 0

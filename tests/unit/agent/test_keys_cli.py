@@ -31,6 +31,17 @@ def test_generate_writes_private_key_0600_in_0700_dir(tmp_path: Path,
     assert (state / "device.key").read_text().strip() not in out
 
 
+def test_generate_names_the_state_directory_it_cannot_create(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # a state dir below a regular file cannot be created (for root too, unlike a 0500 parent)
+    (tmp_path / "file").write_text("")
+    state = tmp_path / "file" / "splitfed-agent"
+    code, _, err = _run(capsys, "keys", "generate", "--state-dir", str(state))
+    assert code == 1
+    assert f"cannot create state directory {state}: Not a directory" in err
+    assert f"install -d -m 0700 -o splitfed -g splitfed {state}" in err
+
+
 def test_generate_refuses_to_overwrite_without_force(tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     _run(capsys, "keys", "generate", "--state-dir", str(tmp_path))

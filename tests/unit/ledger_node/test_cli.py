@@ -28,6 +28,25 @@ def test_make_tx_embeds_file_bytes(tmp_path: Path) -> None:
     assert verify_registration_request(tx.body["request"]).device == "pump1"
 
 
+@pytest.mark.parametrize(("body", "expected"), [
+    ({"req": {"@file": "req.cbor"}}, "device_register body needs field 'request'"),
+    ({"request": "req.cbor"}, "device_register body field 'request' must be bytes"),
+    ({"request": {"@file": "missing.req"}}, "body field 'request': cannot read"),
+])
+def test_make_tx_names_the_wrong_body_field(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                            body: dict[str, object], expected: str) -> None:
+    save_signing_key(nacl.signing.SigningKey.generate(), tmp_path / "keys" / "admin.key")
+    (tmp_path / "req.cbor").write_bytes(make_registration_request(
+        signing_key=nacl.signing.SigningKey.generate(), org="org1", device="pump1"))
+    (tmp_path / "body.json").write_text(json.dumps(body))
+    assert main(["make-tx", "--kind", "device_register", "--body", str(tmp_path / "body.json"),
+                 "--key", str(tmp_path / "keys" / "admin.key"), "--submitter", "org1/admin",
+                 "--chain-id", "c1", "--out", str(tmp_path / "tx.cbor")]) == 2
+    err = capsys.readouterr().err
+    assert expected in err
+    assert "request" in err and not (tmp_path / "tx.cbor").exists()
+
+
 def test_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["genesis", "--out", str(tmp_path / "g"), "--orgs", "org1", "--ordering",
                  "etcd"]) == 0
