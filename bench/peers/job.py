@@ -111,13 +111,13 @@ def flower_noise_multiplier(*, epsilon: float, delta: float, rounds: int) -> flo
     compose exactly (same accountant as our devices).
     """
     return noise_multiplier_for_budget(epsilon=epsilon, delta=delta, releases_per_record=rounds,
-                                       adjacency="add_remove")
+                                       adjacency="zero_out")  # add/remove-one: sensitivity C
 
 
 def flower_epsilon(*, noise_multiplier: float, delta: float, rounds: int) -> float:
     """Exact epsilon of ``rounds`` add/remove Gaussian releases at ``noise_multiplier``."""
     return epsilon_for(noise_multiplier=noise_multiplier, releases_per_record=rounds,
-                       delta=delta, adjacency="add_remove")
+                       delta=delta, adjacency="zero_out")  # add/remove-one: sensitivity C
 
 
 def rdp_epsilon(*, noise_multiplier: float, delta: float, rounds: int) -> float:
