@@ -52,7 +52,8 @@ from ledger_node.errors import (
     NotFoundError,
     OrderingError,
 )
-from ledger_node.httpd import HttpSettings, WsgiServer
+from ledger_node.httpd import WsgiServer
+from ledger_node.limits import HttpSettings
 from ledger_node.node import LedgerNode
 from ledger_node.ordering import Orderer
 from ledger_node.params import (
@@ -174,7 +175,11 @@ class LedgerApi:
 
     def _handle(self, environ: dict[str, Any]) -> tuple[int, Any]:
         method = str(environ.get("REQUEST_METHOD", "GET"))
-        raw = str(environ.get("REQUEST_URI") or urllib.parse.quote(environ.get("PATH_INFO", "")))
+        raw = str(environ.get("REQUEST_URI") or "")
+        if not raw:  # a server without REQUEST_URI: rebuild it from the decoded parts
+            raw = urllib.parse.quote(str(environ.get("PATH_INFO", "")))
+            if environ.get("QUERY_STRING"):
+                raw += "?" + str(environ["QUERY_STRING"])
         url = urllib.parse.urlsplit(raw)
         parts = [urllib.parse.unquote(p) for p in url.path.split("/") if p]
         try:

@@ -40,11 +40,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from waitress import wasyncore  # type: ignore[import-untyped]
 from waitress.server import create_server  # type: ignore[import-untyped]
+
+from ledger_node.limits import HttpSettings
 
 __all__ = ["HttpSettings", "WsgiApp", "WsgiServer"]
 
@@ -52,29 +53,6 @@ log = logging.getLogger(__name__)
 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HttpSettings:
-    threads: int = 16
-    max_long_polls: int = 8
-    max_wait_s: float = 30.0
-    backlog: int = 1024
-    connection_limit: int = 512
-    channel_timeout_s: int = 60
-    max_header_bytes: int = 16 * 1024
-
-    def __post_init__(self) -> None:
-        if self.threads < 2:
-            raise ValueError("threads must be >= 2")
-        if not 0 <= self.max_long_polls < self.threads:
-            raise ValueError("max_long_polls must leave at least one worker for short requests")
-        if not 0 < self.max_wait_s <= 300:
-            raise ValueError("max_wait_s must be in (0, 300]")
-        if self.channel_timeout_s <= self.max_wait_s:
-            raise ValueError("channel_timeout_s must exceed max_wait_s")
-        if self.backlog < 1 or self.connection_limit < 1 or self.max_header_bytes < 1024:
-            raise ValueError("backlog, connection_limit >= 1 and max_header_bytes >= 1024")
 
 
 class WsgiServer:
