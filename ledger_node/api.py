@@ -204,7 +204,7 @@ class LedgerApi:
             raise _HttpError(404, "unknown path", reason="unknown_path")
         name, args = parts[1], parts[2:]
         n = self.node
-        if name == "wait" and not args:
+        if name == "wait" and not args and method != "POST":
             q = parse_query(query, _WAIT_QUERY)
             return 200, {"height": self._wait(int(q["height"]), float(q["timeout"]),
                                               bool(q["certified"]))}

@@ -106,6 +106,13 @@ def test_path_numbers_are_checked(served: Served, target: str) -> None:
     assert r.status == 400 and "height" in r.json()["error"]
 
 
+def test_every_route_refuses_query_parameters_it_does_not_take(served: Served) -> None:
+    for target in ("/v1/height?timeout=nan", "/v1/validators?x=1", "/v1/block/0?height=1"):
+        r = get(served.url, target)
+        assert r.status == 400 and "unknown query parameter" in r.json()["error"]
+    assert served.api.stats()["rejected"]["bad_query"] == 3
+
+
 # ------------------------------------------------------------------ request bodies
 def _post_head(url: str, extra: str) -> bytes:
     host, port = address(url)
@@ -134,6 +141,11 @@ def test_content_length_over_the_cap_is_refused_without_the_body(served: Served)
 def test_missing_body_is_a_clear_400(served: Served) -> None:
     r = raw_request(served.url, _post_head(served.url, "Connection: close\r\n"))
     assert r.status == 400 and "body" in r.json()["error"]
+    assert served.api.stats()["rejected"]["bad_body"] == 1
+    host, port = address(served.url)
+    r = raw_request(served.url, f"PUT /v1/tx HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                    "Content-Length: 0\r\nConnection: close\r\n\r\n".encode())
+    assert r.status == 405
 
 
 def _chunked(data: bytes, size: int = 8192) -> bytes:
