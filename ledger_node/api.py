@@ -2,20 +2,33 @@
 
 Endpoints (bytes are lowercase hex in JSON; a tx is POSTed as raw CBOR)::
 
-    POST /v1/tx                     body = tx bytes       -> 202 {"txid"} | 400 | 503
+    POST /v1/tx                     body = tx bytes       -> 202 {"txid"} | 400 | 413 | 503
     GET  /v1/receipt/<txid>         {"txid","height","valid","reason"} | 404
     GET  /v1/height                 {"height","certified_height","head_hash"}
-    GET  /v1/wait?height=H&timeout=T  long poll until height >= H (subscribe)
+    GET  /v1/wait?height=H&timeout=T&certified=0|1
+                                    long poll until height >= H (subscribe) | 503 if busy
     GET  /v1/block/<h>              header, txs with validity, certificate
     GET  /v1/proof/<txid>           LedgerProof fields
     GET  /v1/state/<key>            {"key","value"} | 404
     GET  /v1/device/<org>/<device>  GET /v1/devices/<org>   GET /v1/session/<id>
     GET  /v1/model/<session>        {"latest","finalised","proposals"}
     GET  /v1/spend/<session>/<org>/<device>   GET /v1/validators
+    GET  /v1/stats                  {"rejected": {reason: n}, "long_polls_active": n}
 
-Binds to 127.0.0.1 only: the API is for the gateway and server on the same
-host and has no authentication of its own (every write is a signed tx that
-the contracts authorise; reads are public to consortium members anyway).
+Every error is ``{"error": "..."}`` with a 4xx/5xx status. Binds to
+127.0.0.1 only: the API is for the gateway and server on the same host and
+has no authentication of its own (every write is a signed tx that the
+contracts authorise; reads are public to consortium members anyway).
+
+Limits (see :mod:`ledger_node.httpd` for the server and its sizing,
+:mod:`ledger_node.params` for the parsing): every query and path number is
+checked (finite, non-negative, bounded; unknown or repeated parameters
+refused) -> 400; a POST body must have a valid length of at most
+``MAX_BODY_BYTES`` -> 400/413 before it is read; ``/v1/wait`` holds a worker
+for at most ``max_wait_s`` (30 s) and at most ``max_long_polls`` of them at
+once, a further one gets 503 with ``Retry-After: 1`` at once. Each refusal is
+counted by reason (``/v1/stats``); refusals of malformed HTTP framing are
+made by waitress's parser before the app runs and are not counted.
 """
 
 from __future__ import annotations
@@ -25,19 +38,45 @@ import logging
 import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from ledger_node.block import decode_header
 from ledger_node.codec import MAX_TX_BYTES
-from ledger_node.errors import InvalidTransaction, LedgerError, NotFoundError, OrderingError
+from ledger_node.errors import (
+    BadRequestError,
+    BodyTooLargeError,
+    InvalidTransaction,
+    LedgerError,
+    NotFoundError,
+    OrderingError,
+)
+from ledger_node.httpd import WsgiServer
+from ledger_node.limits import HttpSettings
 from ledger_node.node import LedgerNode
 from ledger_node.ordering import Orderer
+from ledger_node.params import (
+    DecimalParam,
+    FlagParam,
+    IntParam,
+    QuerySpec,
+    body_length,
+    parse_query,
+    path_int,
+)
 
-__all__ = ["LedgerApi", "jsonable"]
+__all__ = ["MAX_BODY_BYTES", "HttpSettings", "LedgerApi", "jsonable"]
 
 log = logging.getLogger(__name__)
-_MAX_WAIT_S = 30.0
+MAX_BODY_BYTES = MAX_TX_BYTES + 1024
+_MAX_QUERY_FIELDS = 8
+_WAIT_QUERY: QuerySpec = {"height": IntParam(0), "timeout": DecimalParam(10.0, hi=3600.0),
+                          "certified": FlagParam()}
+_NO_QUERY: QuerySpec = {}
+_REASONS = {200: "OK", 202: "Accepted", 400: "Bad Request", 404: "Not Found",
+            405: "Method Not Allowed", 413: "Content Too Large", 500: "Internal Server Error",
+            503: "Service Unavailable"}
 
 
 def jsonable(v: Any) -> Any:
@@ -51,109 +90,134 @@ def jsonable(v: Any) -> Any:
 
 
 class _HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, reason: str = "bad_request",
+                 retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.reason = reason
+        self.retry_after = retry_after
 
 
 class LedgerApi:
-    """HTTP server around a node and its orderer; ``start()`` / ``stop()``."""
+    """HTTP server around a node and its orderer; ``start()`` / ``stop()``.
+
+    The socket is bound (and listening) when the constructor returns, so
+    :attr:`url` is valid before :meth:`start`.
+    """
 
     def __init__(self, node: LedgerNode, orderer: Orderer, *, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+                 port: int = 0, settings: HttpSettings | None = None) -> None:
         self.node = node
         self.orderer = orderer
+        self.settings = settings or HttpSettings()
         self._stopping = threading.Event()
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                log.debug("api %s", format % args)
-
-            def do_GET(self) -> None:
-                self._dispatch("GET")
-
-            def do_POST(self) -> None:
-                self._dispatch("POST")
-
-            def _dispatch(self, method: str) -> None:
-                url = urllib.parse.urlsplit(self.path)
-                parts = [urllib.parse.unquote(p) for p in url.path.split("/") if p]
-                query = dict(urllib.parse.parse_qsl(url.query))
-                body = b""
-                if method == "POST":
-                    n = int(self.headers.get("Content-Length", "0"))
-                    if n > MAX_TX_BYTES + 1024:
-                        self._send(413, {"error": "body too large"})
-                        return
-                    body = self.rfile.read(n)
-                try:
-                    status, payload = api.route(method, parts, query, body)
-                except _HttpError as exc:
-                    status, payload = exc.status, {"error": str(exc)}
-                except NotFoundError as exc:
-                    status, payload = 404, {"error": str(exc)}
-                except InvalidTransaction as exc:
-                    status, payload = 400, {"error": str(exc)}
-                except OrderingError as exc:
-                    status, payload = 503, {"error": str(exc)}
-                except LedgerError as exc:
-                    status, payload = 500, {"error": str(exc)}
-                except ValueError as exc:  # e.g. a height that is not a number
-                    status, payload = 400, {"error": f"bad request: {exc}"}
-                self._send(status, payload)
-
-            def _send(self, status: int, payload: Any) -> None:
-                data = json.dumps(jsonable(payload)).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        self._polls = threading.BoundedSemaphore(self.settings.max_long_polls)
+        self._lock = threading.Lock()
+        self._rejected: Counter[str] = Counter()
+        self._polls_active = 0
+        self._server = WsgiServer(self.wsgi, host=host, port=port, settings=self.settings,
+                                  max_body_bytes=MAX_BODY_BYTES)
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        host, port = self._server.address
+        return f"http://{host}:{port}"
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.1}, name="ledger-api",
-                                        daemon=True)
-        self._thread.start()
+        self._server.start()
 
     def stop(self) -> None:
-        self._stopping.set()
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        self._stopping.set()  # long-polls return within 0.2 s
+        self._server.stop()
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {"rejected": dict(self._rejected), "long_polls_active": self._polls_active}
+
+    # ---------------------------------------------------------------- WSGI
+    def wsgi(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        headers: list[tuple[str, str]] = []
+        try:
+            status, payload = self._handle(environ)
+        except _HttpError as exc:
+            status, payload = exc.status, {"error": str(exc)}
+            self._count(exc.reason)
+            if exc.retry_after is not None:
+                headers.append(("Retry-After", str(exc.retry_after)))
+        except BodyTooLargeError as exc:
+            status, payload = 413, {"error": str(exc)}
+            self._count("body_too_large")
+        except BadRequestError as exc:
+            status, payload = 400, {"error": f"bad request: {exc}"}
+            self._count("bad_query" if exc.name not in ("body", "Content-Length")
+                        else "bad_body")
+        except NotFoundError as exc:
+            status, payload = 404, {"error": str(exc)}
+        except InvalidTransaction as exc:
+            status, payload = 400, {"error": str(exc)}
+            self._count("invalid_tx")
+        except OrderingError as exc:
+            status, payload = 503, {"error": str(exc)}
+        except LedgerError as exc:
+            status, payload = 500, {"error": str(exc)}
+        except Exception as exc:  # a bug must cost one request, not the connection
+            log.exception("API request %s failed", environ.get("REQUEST_URI"))
+            status, payload = 500, {"error": f"internal error: {type(exc).__name__}"}
+        data = json.dumps(jsonable(payload)).encode()
+        start_response(f"{status} {_REASONS.get(status, 'Error')}",
+                       [("Content-Type", "application/json"),
+                        ("Content-Length", str(len(data))), *headers])
+        return [data]
+
+    def _count(self, reason: str) -> None:
+        with self._lock:
+            self._rejected[reason] += 1
+
+    def _handle(self, environ: dict[str, Any]) -> tuple[int, Any]:
+        method = str(environ.get("REQUEST_METHOD", "GET"))
+        raw = str(environ.get("REQUEST_URI") or "")
+        if not raw:  # a server without REQUEST_URI: rebuild it from the decoded parts
+            raw = urllib.parse.quote(str(environ.get("PATH_INFO", "")))
+            if environ.get("QUERY_STRING"):
+                raw += "?" + str(environ["QUERY_STRING"])
+        url = urllib.parse.urlsplit(raw)
+        parts = [urllib.parse.unquote(p) for p in url.path.split("/") if p]
+        try:
+            pairs = urllib.parse.parse_qsl(url.query, keep_blank_values=True,
+                                           max_num_fields=_MAX_QUERY_FIELDS)
+        except ValueError as exc:
+            raise BadRequestError("query", f"malformed query string: {exc}") from exc
+        body = b""
+        if method == "POST":
+            n = body_length(environ.get("CONTENT_LENGTH"), MAX_BODY_BYTES)
+            body = environ["wsgi.input"].read(n)
+            if len(body) != n:
+                raise BadRequestError("body", f"got {len(body)} of {n} bytes")
+        elif method not in ("GET", "HEAD"):
+            raise _HttpError(405, f"method {method[:20]} not allowed")
+        return self.route(method, parts, pairs, body)
 
     # ------------------------------------------------------------- routing
-    def route(self, method: str, parts: list[str], query: dict[str, str],
+    def route(self, method: str, parts: list[str], query: list[tuple[str, str]],
               body: bytes) -> tuple[int, Any]:
         if len(parts) < 2 or parts[0] != "v1":
-            raise _HttpError(404, "unknown path")
+            raise _HttpError(404, "unknown path", reason="unknown_path")
         name, args = parts[1], parts[2:]
         n = self.node
+        if name == "wait" and not args and method != "POST":
+            q = parse_query(query, _WAIT_QUERY)
+            return 200, {"height": self._wait(int(q["height"]), float(q["timeout"]),
+                                              bool(q["certified"]))}
+        parse_query(query, _NO_QUERY)
         if method == "POST":
             if name == "tx" and not args:
                 return 202, {"txid": self.orderer.submit(body)}
-            raise _HttpError(404, "unknown path")
-        if name == "height":
+            raise _HttpError(404, "unknown path", reason="unknown_path")
+        if name == "height" and not args:
             return 200, {"height": n.height, "certified_height": n.certified_height,
                          "head_hash": n.head_hash}
-        if name == "wait":
-            return 200, {"height": self._wait(int(query.get("height", "0")),
-                                              float(query.get("timeout", "10")),
-                                              query.get("certified") == "1")}
+        if name == "stats" and not args:
+            return 200, self.stats()
         if name == "receipt" and len(args) == 1:
             r = n.receipt(args[0])
             if r is None:
@@ -161,7 +225,7 @@ class LedgerApi:
             return 200, {"txid": r.txid, "height": r.height, "valid": r.valid,
                          "reason": r.reason}
         if name == "block" and len(args) == 1:
-            return 200, self.block_json(int(args[0]))
+            return 200, self.block_json(path_int("height", args[0]))
         if name == "proof" and len(args) == 1:
             p = n.proof(args[0])
             return 200, {"chain_id": p.chain_id, "height": p.height, "header": p.header,
@@ -202,7 +266,7 @@ class LedgerApi:
             return {"latest": st.get(f"model/{sid}"), "finalised": fin, "proposals": props}
         if name == "spend" and len(args) == 3:
             return {"epsilon": float(st.get(f"spend/{args[0]}/{args[1]}/{args[2]}") or 0.0)}
-        raise _HttpError(404, "unknown path")
+        raise _HttpError(404, "unknown path", reason="unknown_path")
 
     def block_json(self, height: int) -> dict[str, Any]:
         n = self.node
@@ -220,13 +284,25 @@ class LedgerApi:
         }
 
     def _wait(self, height: int, timeout: float, certified: bool) -> int:
-        deadline = time.monotonic() + min(max(timeout, 0.0), _MAX_WAIT_S)
-        while True:
-            cur = self.node.certified_height if certified else self.node.height
-            left = deadline - time.monotonic()
-            if cur >= height or left <= 0 or self._stopping.is_set():
-                return cur
-            if certified:
-                self.node.wait_certified(height, min(left, 0.2))
-            else:
-                self.node.wait_height(height, min(left, 0.2))
+        """Long-poll: hold this worker until the height is reached or the capped timeout."""
+        if not self._polls.acquire(blocking=False):
+            raise _HttpError(503, f"too many long-polls in progress "
+                             f"({self.settings.max_long_polls}); retry shortly",
+                             reason="long_poll_busy", retry_after=1)
+        with self._lock:
+            self._polls_active += 1
+        try:
+            deadline = time.monotonic() + min(timeout, self.settings.max_wait_s)
+            while True:
+                cur = self.node.certified_height if certified else self.node.height
+                left = deadline - time.monotonic()
+                if cur >= height or left <= 0 or self._stopping.is_set():
+                    return cur
+                if certified:
+                    self.node.wait_certified(height, min(left, 0.2))
+                else:
+                    self.node.wait_height(height, min(left, 0.2))
+        finally:
+            with self._lock:
+                self._polls_active -= 1
+            self._polls.release()

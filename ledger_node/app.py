@@ -48,7 +48,8 @@ class LedgerApp:
             self.etcd_orderer = None
             self.orderer = SoloOrderer(self.node, proposer=config.node_id)
         try:
-            self.api = LedgerApi(self.node, self.orderer, host=config.host, port=config.port)
+            self.api = LedgerApi(self.node, self.orderer, host=config.host, port=config.port,
+                                 settings=config.http)
         except OSError as exc:
             self.node.close()
             raise LedgerError(f"cannot listen on {config.host}:{config.port}: {exc}") from exc

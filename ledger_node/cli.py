@@ -1,8 +1,9 @@
 """``splitfed-ledger``: permissioned ledger full node (command line).
 
 Exit codes: 0 success; 1 runtime failure (node unreachable, ``verify`` found
-a bad block, a proof does not verify); 2 usage or configuration error; 3 the
-submitted tx was committed but marked invalid (reason printed).
+a bad block or, with ``--require-certified``, an uncertified head; a proof
+does not verify); 2 usage or configuration error; 3 the submitted tx was
+committed but marked invalid (reason printed).
 """
 
 from __future__ import annotations
@@ -192,8 +193,17 @@ def state(key: str, url: str) -> None:
 
 @cli.command()
 @click.option("--data-dir", type=click.Path(path_type=Path), required=True)
-def verify(data_dir: Path) -> None:
-    """Replay the whole chain from genesis; non-zero exit names the first bad block."""
+@click.option("--require-certified", is_flag=True,
+              help="also fail (exit 1) if the head block lacks a quorum certificate")
+def verify(data_dir: Path, require_certified: bool) -> None:
+    """Replay the whole chain from genesis; non-zero exit names the first bad block.
+
+    Without --require-certified, trailing blocks that lack a quorum of
+    validator signatures are reported ("not yet certified") but pass: a live
+    node's newest block is often still collecting signatures. An audit of a
+    stopped node (or of a copied database) should pass the flag, since
+    deleting the head's signatures is otherwise invisible to the exit code.
+    """
     try:
         rep = verify_chain(data_dir)
     except LedgerError as exc:
@@ -205,6 +215,11 @@ def verify(data_dir: Path) -> None:
         click.echo(f"not yet certified: {list(rep.uncertified)}")
     for vid, h in rep.equivocations:
         click.echo(f"equivocation seen: validator {vid} at height {h}")
+    if require_certified and rep.certified_height < rep.height:
+        click.echo(f"verify FAILED: head block {rep.height} is not certified (blocks "
+                   f"{list(rep.uncertified)} lack a quorum certificate; --require-certified)",
+                   err=True)
+        raise _ExitCodeError(EXIT_FAILURE)
 
 
 @cli.command("catch-up")

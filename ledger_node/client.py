@@ -3,12 +3,25 @@
 Synchronous, stdlib ``urllib`` only. Every method raises a
 :class:`~protocol.errors.LedgerError` subclass on failure:
 :class:`~ledger_node.errors.InvalidTransaction` (400: the node refused the
-tx), :class:`~ledger_node.errors.NotFoundError` (404),
+tx or the request), :class:`~ledger_node.errors.NotFoundError` (404),
 :class:`~ledger_node.errors.OrderingError` (503 / node unreachable).
+
+Retries (:mod:`ledger_node.retry`): every call is retried under the client's
+:class:`~ledger_node.retry.RetryPolicy` (default: up to 6 attempts,
+exponential backoff 0.1 s doubling to 2 s with equal jitter, 8 s in total)
+when it failed transiently: connection refused / reset / timed out, a
+response cut short, or 502/503/504/429 (``Retry-After`` honoured). Only
+idempotent calls are retried: every GET, and :meth:`LedgerClient.submit`
+(the txid is the hash of the bytes and the node stores a tx once per txid,
+so a resubmission after a lost response cannot apply it twice). A call made
+with ``idempotent=False`` gets exactly one attempt. 4xx answers and plain
+500s are raised at once. Pass ``retry=NO_RETRY`` to see raw failures (the
+load benchmark does).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.error
@@ -21,8 +34,12 @@ from typing import Any
 from ledger_node.errors import InvalidTransaction, LedgerError, NotFoundError, OrderingError
 from ledger_node.lightclient import ProofBundle
 from ledger_node.node import Receipt
+from ledger_node.retry import DEFAULT_RETRY, RetryPolicy, TransientError, call_with_retry
 
 __all__ = ["DeviceRecord", "LedgerClient", "ModelRecord", "Receipt", "SessionRecord"]
+
+_TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
+_MAX_WAIT_QUERY_S = 30.0  # the node caps a long-poll at 30 s anyway
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,38 +88,61 @@ def _model(d: Mapping[str, Any]) -> ModelRecord:
 
 
 class LedgerClient:
-    def __init__(self, base_url: str, *, timeout: float = 5.0) -> None:
+    def __init__(self, base_url: str, *, timeout: float = 5.0,
+                 retry: RetryPolicy = DEFAULT_RETRY) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise LedgerError(f"ledger API URL must be http(s)://, got {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.retry = retry
 
-    def _call(self, path: str, *, data: bytes | None = None,
-              timeout: float | None = None) -> Any:
+    def _call(self, path: str, *, data: bytes | None = None, timeout: float | None = None,
+              idempotent: bool | None = None) -> Any:
+        """One API call under the retry policy; ``idempotent`` defaults to "is a GET"."""
+        idem = data is None if idempotent is None else idempotent
+        return call_with_retry(lambda: self._once(path, data, timeout or self.timeout),
+                               self.retry, idempotent=idem)
+
+    def _once(self, path: str, data: bytes | None, timeout: float) -> Any:
         # the scheme is checked in __init__ (S310: no file:// or custom schemes)
         req = urllib.request.Request(self.base_url + path, data=data,  # noqa: S310
                                      method="POST" if data is not None else "GET")
         if data is not None:
             req.add_header("Content-Type", "application/cbor")
         try:
-            with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:  # noqa: S310
-                return json.loads(resp.read())
+            with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+                body = resp.read()
         except urllib.error.HTTPError as exc:
-            try:
-                msg = json.loads(exc.read()).get("error", exc.reason)
-            except (ValueError, AttributeError):
-                msg = str(exc.reason)
-            finally:
-                exc.close()
-            if exc.code == 404:
-                raise NotFoundError(msg) from exc
-            if exc.code == 400:
-                raise InvalidTransaction(msg) from exc
-            if exc.code == 503:
-                raise OrderingError(msg) from exc
-            raise LedgerError(f"ledger API error {exc.code}: {msg}") from exc
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise OrderingError(f"ledger node at {self.base_url} unreachable: {exc}") from exc
+            raise self._http_error(exc) from exc
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            raise TransientError(OrderingError(
+                f"ledger node at {self.base_url} unreachable: {exc}")) from exc
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise LedgerError(f"ledger node at {self.base_url} sent a non-JSON answer") from exc
+
+    @staticmethod
+    def _http_error(exc: urllib.error.HTTPError) -> Exception:
+        try:
+            msg = json.loads(exc.read()).get("error", exc.reason)
+        except (ValueError, AttributeError, OSError, http.client.HTTPException):
+            msg = str(exc.reason)
+        finally:
+            exc.close()
+        err: LedgerError
+        if exc.code == 404:
+            err = NotFoundError(msg)
+        elif exc.code in (400, 413):
+            err = InvalidTransaction(msg)
+        elif exc.code == 503:
+            err = OrderingError(msg)
+        else:
+            err = LedgerError(f"ledger API error {exc.code}: {msg}")
+        if exc.code in _TRANSIENT_STATUS:
+            after = exc.headers.get("Retry-After", "") if exc.headers else ""
+            return TransientError(err, float(after) if after.isdigit() else None)
+        return err
 
     @staticmethod
     def _q(s: str) -> str:
@@ -110,7 +150,8 @@ class LedgerClient:
 
     # ----------------------------------------------------------------- txs
     def submit(self, tx: bytes) -> str:
-        return str(self._call("/v1/tx", data=tx)["txid"])
+        # idempotent by txid (see the module docstring), so it may be retried
+        return str(self._call("/v1/tx", data=tx, idempotent=True)["txid"])
 
     def receipt(self, txid: str) -> Receipt | None:
         try:
@@ -147,9 +188,9 @@ class LedgerClient:
         deadline = time.monotonic() + timeout
         cur = -1
         while True:
-            left = deadline - time.monotonic()
-            q = f"height={height}&timeout={max(left, 0):.3f}&certified={int(certified)}"
-            cur = int(self._call(f"/v1/wait?{q}", timeout=min(left, 30) + 5)["height"])
+            left = min(max(deadline - time.monotonic(), 0.0), _MAX_WAIT_QUERY_S)
+            q = f"height={max(height, 0)}&timeout={left:.3f}&certified={int(certified)}"
+            cur = int(self._call(f"/v1/wait?{q}", timeout=left + 5)["height"])
             if cur >= height or time.monotonic() >= deadline:
                 return cur
 

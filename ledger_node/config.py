@@ -11,6 +11,11 @@ Example ``/etc/splitfed/ledger.toml``::
     endpoints = ["http://127.0.0.1:2379", "http://127.0.0.1:22379"]
     timeout_s = 2.0
 
+    [http]                                     # optional: API worker pool (ledger_node.limits)
+    threads = 16
+    max_long_polls = 8
+    connection_limit = 512
+
 Under systemd (``Type=notify``) ``NOTIFY_SOCKET`` and ``WATCHDOG_USEC`` are
 read here too. Environment overrides ``SPLITFED_LEDGER_<KEY>`` (``DATA_DIR``, ``LISTEN``,
 ``NODE_ID``) and ``SPLITFED_LEDGER_ETCD_ENDPOINTS`` (comma-separated), the same
@@ -28,11 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ledger_node.limits import HttpSettings
 from protocol.errors import ConfigError
 
 __all__ = ["NodeConfig", "load_config", "parse_config"]
 
 ENV_PREFIX = "SPLITFED_LEDGER_"
+_HTTP_KEYS = ("threads", "max_long_polls", "connection_limit")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,6 +53,7 @@ class NodeConfig:
     etcd_timeout_s: float = 2.0
     notify_socket: str | None = None  # $NOTIFY_SOCKET under systemd Type=notify
     watchdog_s: float | None = None  # half of $WATCHDOG_USEC: how often to ping
+    http: HttpSettings = field(default_factory=HttpSettings)
 
     def __post_init__(self) -> None:
         problems = []
@@ -74,7 +82,7 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
             data[k.lower()] = env[ENV_PREFIX + k]
     if ENV_PREFIX + "ETCD_ENDPOINTS" in env:
         etcd["endpoints"] = [e for e in env[ENV_PREFIX + "ETCD_ENDPOINTS"].split(",") if e]
-    known = {"data_dir", "listen", "node_id", "validator_keys", "etcd"}
+    known = {"data_dir", "listen", "node_id", "validator_keys", "etcd", "http"}
     problems += [f"unknown key {k!r}" for k in data if k not in known]
     if "data_dir" not in data:
         problems.append("data_dir is required")
@@ -93,6 +101,7 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
     if not isinstance(endpoints, list):
         problems.append("etcd.endpoints must be a list of URLs")
         endpoints = []
+    http = _http(data.get("http", {}), problems)
     if problems:
         raise ConfigError(problems)
     return NodeConfig(data_dir=Path(str(data["data_dir"])), host=host, port=port,
@@ -101,7 +110,27 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
                       etcd_endpoints=tuple(str(e) for e in endpoints),
                       etcd_timeout_s=float(etcd.get("timeout_s", 2.0)),
                       notify_socket=env.get("NOTIFY_SOCKET") or None,
-                      watchdog_s=_watchdog(env))
+                      watchdog_s=_watchdog(env), http=http)
+
+
+def _http(raw: Any, problems: list[str]) -> HttpSettings:
+    if not isinstance(raw, dict):
+        problems.append("http must be a table")
+        return HttpSettings()
+    problems += [f"unknown key 'http.{k}'" for k in raw if k not in _HTTP_KEYS]
+    vals: dict[str, int] = {}
+    for k in _HTTP_KEYS:
+        if k in raw:
+            v = raw[k]
+            if isinstance(v, bool) or not isinstance(v, int):
+                problems.append(f"http.{k} must be an integer")
+            else:
+                vals[k] = v
+    try:
+        return HttpSettings(**vals)
+    except ConfigError as exc:
+        problems += exc.problems
+        return HttpSettings()
 
 
 def _watchdog(env: Mapping[str, str]) -> float | None:

@@ -7,7 +7,9 @@
     ├── ChainIntegrityError       stored chain fails verification (``verify`` names the block)
     ├── CertificateError          a header certificate lacks a quorum or a signature is bad
     ├── NotFoundError                  block, tx or state key unknown to this node
-    └── OrderingError             the ordering service (etcd) failed or is unreachable
+    ├── OrderingError             the ordering service (etcd) failed or is unreachable
+    └── BadRequestError           an API request's query, path number or body is malformed (400)
+        └── BodyTooLargeError     a request body over the API's cap (413)
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 from protocol.errors import ChainIntegrityError, InvalidTransaction, LedgerError
 
 __all__ = [
+    "BadRequestError",
+    "BodyTooLargeError",
     "CertificateError",
     "ChainIntegrityError",
     "InvalidTransaction",
@@ -34,3 +38,18 @@ class NotFoundError(LedgerError):
 
 class OrderingError(LedgerError):
     """The ordering service failed (etcd unreachable, bad response)."""
+
+
+class BadRequestError(LedgerError):
+    """An API request is malformed: a query/path number or the body length (HTTP 400).
+
+    ``name`` is the offending parameter (``"timeout"``, ``"height"``, ``"body"``...).
+    """
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"{name}: {message}")
+        self.name = name
+
+
+class BodyTooLargeError(BadRequestError):
+    """A request body larger than the API's cap (HTTP 413)."""

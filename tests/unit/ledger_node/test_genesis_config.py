@@ -53,3 +53,20 @@ def test_config_from_toml_and_environment(tmp_path: Path) -> None:
     assert {"unknown key 'colour'", "data_dir is required"} <= set(err.value.problems)
     with pytest.raises(ConfigError, match="loopback"):
         parse_config({"data_dir": "/x", "listen": "0.0.0.0:80"}, env={})
+
+
+def test_http_table_sizes_the_api_pool() -> None:
+    from protocol.errors import ConfigError
+
+    cfg = parse_config({"data_dir": "/x", "http": {"threads": 32, "max_long_polls": 12,
+                                                  "connection_limit": 1000}}, env={})
+    assert (cfg.http.threads, cfg.http.max_long_polls, cfg.http.connection_limit) == (32, 12,
+                                                                                       1000)
+    assert parse_config({"data_dir": "/x"}, env={}).http.threads == 16
+    with pytest.raises(ConfigError) as err:
+        parse_config({"data_dir": "/x", "http": {"threads": 4, "max_long_polls": 4,
+                                                 "connection_limit": True, "backlog": 9}},
+                     env={})
+    text = str(err.value)
+    assert "http.max_long_polls" in text and "http.connection_limit must be an integer" in text
+    assert "unknown key 'http.backlog'" in text

@@ -125,3 +125,23 @@ def test_restart_signs_a_block_committed_just_before_a_crash(
         reopened.close()
     node.storage = type(node.storage)(tmp_path / "n1" / DB_NAME)
     assert verify_chain(tmp_path / "n1").certified_height == 3
+
+
+def test_cli_require_certified_fails_on_an_uncertified_head(
+        node: LedgerNode, consortium: Consortium, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from ledger_node.cli import main
+
+    _build(node, consortium)
+    node.close()
+    data = str(tmp_path / "n1")
+    assert main(["verify", "--data-dir", data, "--require-certified"]) == 0
+    assert "certified up to 3" in capsys.readouterr().out
+    with sqlite3.connect(tmp_path / "n1" / DB_NAME) as db:  # the head's signatures vanish
+        assert db.execute("DELETE FROM sigs WHERE height = 3").rowcount == 3
+    assert main(["verify", "--data-dir", data]) == 0  # without the flag: a warning only
+    assert "not yet certified: [3]" in capsys.readouterr().out
+    assert main(["verify", "--data-dir", data, "--require-certified"]) == 1
+    err = capsys.readouterr().err
+    assert "verify FAILED: head block 3 is not certified" in err
+    assert "[3]" in err
