@@ -96,7 +96,13 @@ def _stack_options(f: Any) -> Any:
         click.option("--sfl", type=click.Choice(["v1", "v2"]), default="v2", show_default=True),
         click.option("--ledger", type=click.Choice(["solo", "etcd"]), default="solo",
                      show_default=True),
-        click.option("--label-dp", is_flag=True, help="labels by k-ary randomized response"),
+        click.option("--privacy-mode", type=click.Choice(["sl-frozen", "sl-dpsgd"]),
+                     default="sl-frozen", show_default=True,
+                     help="sl-frozen: client half never trained, never uploaded; sl-dpsgd: "
+                          "client half changed only by DP-SGD steps charged per batch"),
+        click.option("--labels-public", is_flag=True,
+                     help="declare labels public on the ledger (default: randomized response,"
+                          " a quarter of the budget)"),
         click.option("--model", default="mlp_dp", show_default=True,
                      help="zoo model; mlp_dp has a narrow cut made for local DP"),
         click.option("--cut", default=2, show_default=True, type=int),

@@ -63,7 +63,11 @@ def find_manifest(client_sha256: str, configured: Path | None) -> Manifest:
 def policy_from_session(s: SessionRecord, m: Manifest) -> SessionPolicy:
     """Admission policy from the ledger's session record and the model manifest."""
     extra: Mapping[str, Any] = s.extra
-    label_modes = extra.get("label_modes", ["plain", "randomized_response", "none"])
+    labels_public = bool(extra.get("labels_public", False))
+    privacy_mode = str(extra.get("privacy_mode", "sl-frozen"))
+    # labels in clear only where the session declared them public ("none": inference)
+    label_modes = extra.get("label_modes", ["plain", "randomized_response", "none"]
+                            if labels_public else ["randomized_response", "none"])
     spec = ModelSpec(
         activation_shape=tuple(m.activation_shape),
         num_classes=m.num_classes,
@@ -81,7 +85,9 @@ def policy_from_session(s: SessionRecord, m: Manifest) -> SessionPolicy:
         max_label_epsilon=None
         if extra.get("max_label_epsilon") is None
         else float(extra["max_label_epsilon"]),
-        require_dp_weights=bool(extra.get("require_dp_weights", False)),
+        require_dp_weights=bool(extra.get("require_dp_weights", False))
+        or privacy_mode == "sl-dpsgd",
+        privacy_mode=privacy_mode,
     )
 
 

@@ -8,7 +8,10 @@ same sigma would not weaken the epsilon, but the policy fixes the scale the
 server expects); label mode among ``label_modes``; a randomized-response
 label epsilon <= ``max_label_epsilon``; the device's declared epsilon spent
 <= ``max_epsilon``. For client-half weights: ``dp_sgd`` when
-``require_dp_weights``. The gateway checks *declared* parameters; it cannot
+``require_dp_weights``, and none at all in ``sl-frozen`` (the client half
+is never uploaded). Every batch must declare the session's privacy mode,
+and labels travel in clear only where the session declared them public.
+The gateway checks *declared* parameters; it cannot
 see whether a device really added the noise it declares (a compromised
 device is outside the threat model, see docs/privacy.md).
 """
@@ -60,6 +63,7 @@ class SessionPolicy:
     )
     max_label_epsilon: float | None = None
     require_dp_weights: bool = False
+    privacy_mode: str = "sl-frozen"  # every activation batch must declare this mode
 
     def __post_init__(self) -> None:
         problems = []

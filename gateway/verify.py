@@ -245,6 +245,9 @@ def _check_session(
             f"epsilon {msg.epsilon_spent:.3f} > {policy.max_epsilon}",
         )
     if isinstance(msg, ClientWeights):
+        if policy.privacy_mode == "sl-frozen":
+            return (RejectReason.DP_BELOW_POLICY,
+                    "sl-frozen session: client weights are never uploaded")
         shapes = tuple(tuple(w.shape) for w in msg.weights)
         if shapes != spec.client_weight_shapes:
             return RejectReason.WRONG_SHAPE, "client weight shapes differ from the manifest"
@@ -268,6 +271,9 @@ def _check_session(
         ):
             return RejectReason.WRONG_SHAPE, "labels do not match the batch or class count"
     dp = msg.dp
+    if dp.mode != policy.privacy_mode:
+        return (RejectReason.DP_BELOW_POLICY,
+                f"privacy mode {dp.mode}, session says {policy.privacy_mode}")
     if dp.noise_multiplier < policy.min_noise_multiplier:
         return (
             RejectReason.DP_BELOW_POLICY,

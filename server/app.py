@@ -76,6 +76,8 @@ class ServerApp:
             client_weight_shapes=tuple(m.client_weight_shapes),
             lr=config.lr,
             collect_deadline_s=config.collect_deadline_s,
+            privacy_mode=str(s.extra.get("privacy_mode", "sl-frozen")),
+            replay_steps=config.replay_steps,
         )
         mode = SflMode.SFLV2 if s.sfl_mode in ("v2", "sflv2") else SflMode.SFLV1
         trainer = SplitTrainer(

@@ -55,6 +55,7 @@ from typing import Any
 from gateway.mqtt_io import MqttSettings
 from protocol.errors import ConfigError, TopicError
 from protocol.topics import validate_id
+from protocol.training import PRIVACY_MODES
 from server.round_policy import RoundPolicy
 
 __all__ = ["ServerConfig", "SessionSpec", "load_config", "parse_config"]
@@ -68,6 +69,7 @@ _SECTIONS: dict[str, set[str]] = {
         "lr",
         "poll_interval_s",
         "state_dir",
+        "replay_steps",
     },
     "round": {
         "min_devices",
@@ -90,6 +92,8 @@ _SECTIONS: dict[str, set[str]] = {
         "require_dp_weights",
         "label_modes",
         "max_label_epsilon",
+        "privacy_mode",
+        "labels_public",
     },
     "ledger": {"url", "chain_id"},
     "mqtt": {
@@ -135,6 +139,7 @@ class ServerConfig:
     lr: float
     poll_interval_s: float
     round_policy: RoundPolicy
+    replay_steps: int
     collect_deadline_s: float
     session_spec: SessionSpec | None
     ledger_url: str
@@ -190,6 +195,11 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) 
     chain = text(led, "ledger", "chain_id")
     lr = num(s, "server", "lr", 0.001)
     poll = num(s, "server", "poll_interval_s", 0.5)
+    replay_steps = s.get("replay_steps", 0)
+    if isinstance(replay_steps, bool) or not isinstance(replay_steps, int) or not (
+            0 <= replay_steps <= 64):
+        problems.append("server.replay_steps must be an integer in 0..64")
+        replay_steps = 0
     policy: RoundPolicy | None = None
     try:
         policy = RoundPolicy(
@@ -238,6 +248,7 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) 
         lr=lr,
         poll_interval_s=poll,
         round_policy=policy,
+        replay_steps=replay_steps,
         collect_deadline_s=collect,
         session_spec=spec,
         ledger_url=url,
@@ -295,9 +306,20 @@ def _session_spec(sec: Mapping[str, Any] | None, problems: list[str]) -> Session
         problems.append("session.vote_quorum must be an integer >= 1")
     if len(problems) > before:
         return None
+    pm = sec.get("privacy_mode", "sl-frozen")
+    if pm not in PRIVACY_MODES:
+        problems.append(
+            f"session.privacy_mode must be one of {', '.join(PRIVACY_MODES)}, got {pm!r}")
+    if not isinstance(sec.get("labels_public", False), bool):
+        problems.append("session.labels_public must be true or false")
+    if len(problems) > before:
+        return None
     extra = {
-        k: sec[k] for k in ("require_dp_weights", "label_modes", "max_label_epsilon") if k in sec
+        k: sec[k]
+        for k in ("require_dp_weights", "label_modes", "max_label_epsilon", "labels_public")
+        if k in sec
     }
+    extra["privacy_mode"] = pm
     return SessionSpec(
         model_id=str(sec["model_id"]),
         cut=int(sec["cut"]),

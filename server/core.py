@@ -56,7 +56,7 @@ from protocol.messages import (
     weights_digest,
 )
 from protocol.replay import MAX_SEQ_JUMP, ReplayGuard, Verdict
-from server.aggregate import GroupAggregate, aggregate_groups
+from server.aggregate import CutResult, GroupAggregate, aggregate_groups
 from server.proposals import Proposal, ProposalStatus, next_version
 from server.round_policy import RoundPolicy, RoundTracker
 from server.sfl import SplitTrainer
@@ -92,6 +92,14 @@ class SessionPlan:
     client_weight_shapes: tuple[tuple[int, ...], ...]
     lr: float = 0.01
     collect_deadline_s: float = 60.0
+    # the session's privacy mode (protocol.training.PRIVACY_MODES): in sl-frozen no device
+    # uploads its client half, so a round ends on the server's own schedule with the
+    # client half unchanged
+    privacy_mode: str = "sl-frozen"
+    # extra server-half steps per received batch, on batches drawn from the rows already
+    # received this session (post-processing of released rows: no privacy cost)
+    replay_steps: int = 0
+    replay_capacity: int = 4096
 
 
 class Phase(enum.Enum):
@@ -141,6 +149,9 @@ class ServerCore:
         self.round = -1
         self.tracker: RoundTracker | None = None
         self._aggs: dict[str, GroupAggregate] = {}
+        self._round_rows = 0
+        self._replay: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        self._replay_rng = np.random.default_rng()
         self._collect_since = 0.0
         self.history: list[dict[str, Any]] = []
         for name, kind, text in [
@@ -180,6 +191,30 @@ class ServerCore:
             out.append(Publish(topic=topics.central_down(org), payload=data))
         return out
 
+    def _replay_train(self, group: str, acts: np.ndarray, labels: np.ndarray) -> None:
+        """Keep the batch's rows and take ``replay_steps`` steps on rows drawn from the buffer.
+
+        Every row in the buffer was released (and charged) by its device; training on it
+        again is post-processing, so the server half learns from each noisy row several
+        times at no privacy cost. The gradient sent back is the live batch's only.
+        """
+        if self.plan.replay_steps <= 0:
+            return
+        buf = self._replay.setdefault(group, [])
+        buf.extend(zip(acts, labels, strict=True))
+        if len(buf) > self.plan.replay_capacity:
+            del buf[: len(buf) - self.plan.replay_capacity]
+        n = acts.shape[0]
+        for _ in range(self.plan.replay_steps):
+            idx = self._replay_rng.choice(len(buf), size=min(n, len(buf)), replace=False)
+            xs = np.stack([buf[i][0] for i in idx])
+            ys = np.array([buf[i][1] for i in idx], dtype=np.int32)
+            try:
+                self.trainer.train(group, xs, ys)
+            except ModelError as exc:
+                log.warning("replay step refused: %s", exc)
+                return
+
     def _device_replay(self, org: str) -> ReplayGuard:
         return self._dev_replay.setdefault(org, ReplayGuard())
 
@@ -193,6 +228,7 @@ class ServerCore:
         self.phase = Phase.TRAINING
         self.tracker = RoundTracker(policy=self._policy, started_at=now)
         self._aggs = {}
+        self._round_rows = 0
         self.metrics.set("round", round_no)
         return self._broadcast("start_round", {"version": self.version, "lr": self.plan.lr})
 
@@ -214,7 +250,8 @@ class ServerCore:
         if self.phase is Phase.COLLECTING:
             groups = set(self.plan.groups.values())
             if (
-                set(self._aggs) >= groups
+                self.plan.privacy_mode == "sl-frozen"
+                or set(self._aggs) >= groups
                 or now - self._collect_since >= self.plan.collect_deadline_s
             ):
                 return self._finish_round(now)
@@ -222,11 +259,19 @@ class ServerCore:
 
     def _finish_round(self, now: float) -> list[Publish | SubmitTx]:
         shapes = {self.plan.cut: self.plan.client_weight_shapes}
-        try:
-            res = aggregate_groups(self._group_aggregates(), shapes)[self.plan.cut]
-        except AggregationError as exc:
-            log.error("aggregation failed: %s", exc)
-            res = None
+        res: CutResult | None
+        if self.plan.privacy_mode == "sl-frozen":
+            # the client half is frozen: nothing to average, the round trained the server half
+            res = (CutResult(cut=self.plan.cut, weights=self.client_weights,
+                             num_samples=self._round_rows,
+                             groups=tuple(sorted(set(self.plan.groups.values()))), refused={})
+                   if self._round_rows > 0 else None)
+        else:
+            try:
+                res = aggregate_groups(self._group_aggregates(), shapes)[self.plan.cut]
+            except AggregationError as exc:
+                log.error("aggregation failed: %s", exc)
+                res = None
         loss = self.trainer.mean_loss()
         server_w = self.trainer.end_round()
         if res is None or res.weights is None:
@@ -432,10 +477,13 @@ class ServerCore:
             return self._drop("not_training", f"round {msg.round}")
         if self.tracker is not None:
             self.tracker.joined(f"{org}/{msg.device}")
+        labels = msg.labels.astype(np.int32)
         try:
-            loss, grad = self.trainer.train(group, acts, msg.labels.astype(np.int32))
+            loss, grad = self.trainer.train(group, acts, labels)
         except ModelError as exc:  # shapes/labels the runtime refuses: counted, not fatal
             return self._drop("model_refused", str(exc))
+        self._round_rows += acts.shape[0]
+        self._replay_train(group, acts, labels)
         self.metrics.inc("batches", {"org": org})
         g = GradientBatch(
             session=msg.session,

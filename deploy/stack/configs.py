@@ -100,7 +100,9 @@ def server_toml(plan: StackPlan, *, signing_key: Path, data_dir: Path, manifest:
                            "min_noise_multiplier": (z * 0.999 if z is not None else 0.0),
                            "clip": 1.0,
                            "max_epsilon": o.epsilon if o.epsilon is not None else 1e9,
-                           "delta": o.delta, "vote_quorum": vote_quorum(len(plan.orgs))})
+                           "delta": o.delta, "vote_quorum": vote_quorum(len(plan.orgs)),
+                           "privacy_mode": "none" if o.epsilon is None else o.privacy_mode,
+                           "labels_public": o.labels_public or o.epsilon is None})
         + f"groups = {{ {groups} }}\n",
         _table("ledger", {"url": ledger_url, "chain_id": chain_id}),
         _table("mqtt", {"port": mqtt_port, "client_id": "server", "username": "server",
@@ -131,12 +133,16 @@ def agent_toml(plan: StackPlan, d: DevicePlan, *, state_dir: Path, manifest: Pat
     """Agent config; ``meter`` holds the sensor transport keys (tcp host/port or rtu serial)."""
     o = plan.options
     z = plan.noise_multiplier
-    privacy: dict[str, object] = {"epsilon_budget": o.epsilon, "delta": o.delta,
-                                  "clip_norm": 1.0, "noise_multiplier": z}
+    privacy: dict[str, object] = {"mode": o.privacy_mode, "epsilon_budget": o.epsilon,
+                                  "delta": o.delta, "clip_norm": 1.0, "noise_multiplier": z}
     if o.epsilon is None:
-        privacy = {"enabled": False}
-    elif o.label_dp:
+        privacy = {"mode": "none"}
+    elif o.labels_public:
+        privacy["labels"] = "public"
+    else:
         privacy.update(labels="randomized_response", label_epsilon=plan.label_epsilon)
+    if o.epsilon is not None and o.privacy_mode == "sl-dpsgd":
+        privacy.update(dp_sgd_clip_norm=1.0, dp_sgd_noise_multiplier=z)
     sensor = {"name": "meter", "unit": 1, "mode": "capture", "timeout": 2.0, **meter}
     sensor_lines = "\n".join(f"{k} = {_q(v)}" for k, v in sensor.items())
     return "\n".join([

@@ -43,7 +43,8 @@ class StackOptions:
     delta: float = 1e-5
     sfl: Literal["v1", "v2"] = "v2"
     ledger: Literal["solo", "etcd"] = "solo"
-    label_dp: bool = False
+    privacy_mode: Literal["sl-frozen", "sl-dpsgd"] = "sl-frozen"
+    labels_public: bool = False        # declared on the ledger; default: randomized response
     label_epsilon: float | None = None  # per release; default: a quarter of the budget
                                         # spread over the planned epochs
     model: str = "mlp_dp"             # narrow unit-norm cut made for local DP
@@ -67,8 +68,8 @@ class StackOptions:
             problems.append("--epsilon must be > 0 (or omitted for a non-private run)")
         if self.steps_per_round < 1 or self.batch_size < 1 or not self.lr > 0:
             problems.append("steps, batch size and learning rate must be positive")
-        if self.label_dp and self.epsilon is None:
-            problems.append("--label-dp needs an --epsilon budget")
+        if self.privacy_mode not in ("sl-frozen", "sl-dpsgd"):
+            problems.append("--privacy-mode must be sl-frozen or sl-dpsgd")
         if self.ledger == "etcd" and self.orgs < 3:
             problems.append("--ledger etcd needs at least 3 organisations (Raft quorum, 2f+1)")
         if problems:
@@ -128,12 +129,16 @@ def make_plan(options: StackOptions, *, train_labels: npt.NDArray[np.int64],
     z: float | None = None
     label_eps: float | None = None
     if options.epsilon is not None:
-        if options.label_dp:
+        if not options.labels_public:
             label_eps = (options.label_epsilon if options.label_epsilon is not None
                          else options.epsilon / 4 / epochs)
+        # sl-dpsgd: each epoch charges a record its row AND the DP-SGD step of its batch
+        # (same noise multiplier for both), so twice the Gaussian releases of sl-frozen
+        gauss_per_epoch = 2 if options.privacy_mode == "sl-dpsgd" else 1
         z = noise_multiplier_for_budget(
-            epsilon=options.epsilon, delta=options.delta, releases_per_record=epochs,
-            label_epsilon=label_eps)
+            epsilon=options.epsilon, delta=options.delta,
+            releases_per_record=epochs * gauss_per_epoch,
+            label_epsilon=None if label_eps is None else label_eps / gauss_per_epoch)
     order = rng.permutation(len(test_labels))
     half = len(order) // 2
     server_eval = tuple(int(i) for i in sorted(order[:half]))

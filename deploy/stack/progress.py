@@ -206,7 +206,9 @@ def summarise(run: StackRun, plan: StackPlan, genesis: Genesis, manifest: Manife
     summary = {
         "run_dir": str(run.root), "dataset": o.dataset, "model": f"{o.model}/cut{o.cut}",
         "orgs": len(plan.orgs), "devices": len(plan.devices), "rounds": o.rounds,
-        "sfl": o.sfl, "ledger": o.ledger, "label_dp": o.label_dp,
+        "sfl": o.sfl, "ledger": o.ledger,
+        "privacy_mode": "none" if o.epsilon is None else o.privacy_mode,
+        "labels_public": o.labels_public or o.epsilon is None,
         "epsilon_budget": o.epsilon, "delta": o.delta,
         "noise_multiplier": plan.noise_multiplier, "epochs_per_record": plan.epochs_per_record,
         "final_accuracy": final, "final_version": finalised[-1]["version"] if finalised else 0,
