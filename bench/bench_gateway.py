@@ -36,7 +36,9 @@ def _messages() -> tuple[list[tuple[str, bytes]], dict[str, nacl.signing.Signing
     rng = np.random.default_rng(0)
     acts = rng.normal(size=(32, 64)).astype(np.float16)
     labels = rng.integers(0, 10, 32).astype(np.int64)
-    dp = DpParams(mode="sl-frozen", clip_norm=1.0, noise_multiplier=1.1, label_mode="plain", label_epsilon=None)
+    dp = DpParams(
+        mode="sl-frozen", clip_norm=1.0, noise_multiplier=1.1, label_mode="plain",
+        label_epsilon=None)
     msgs = []
     for s in range(N_MSG):
         dev = f"d{s % N_DEV}"

@@ -47,7 +47,9 @@ def _batch() -> ActivationBatch:
         device="dev-01",
         seq=1,
         model_hash=hashlib.sha256(b"client.tflite").hexdigest(),
-        dp=DpParams(mode="sl-frozen", clip_norm=1.0, noise_multiplier=1.1, label_mode="plain", label_epsilon=None),
+        dp=DpParams(
+        mode="sl-frozen", clip_norm=1.0, noise_multiplier=1.1, label_mode="plain",
+        label_epsilon=None),
         activations=rng.standard_normal((32, 64)).astype(np.float16),
         labels=rng.integers(0, 10, size=32).astype(np.int64),
         epsilon_spent=0.5,

@@ -122,7 +122,8 @@ class Device:
         msg = ActivationBatch(
             session="s1", round=0, step=self.seq, device=self.name, seq=self.seq,
             model_hash=self.rt.manifest.client_sha256,
-            dp=DpParams(mode="sl-frozen", clip_norm=CLIP, noise_multiplier=NOISE, label_mode="plain",
+            dp=DpParams(
+        mode="sl-frozen", clip_norm=CLIP, noise_multiplier=NOISE, label_mode="plain",
                         label_epsilon=None),
             activations=noisy.reshape(raw.shape).astype(np.float32),
             labels=self.y[idx].astype(np.int64), epsilon_spent=1e-3 * self.seq)

@@ -123,9 +123,8 @@ def test_randomized_response_is_the_default_and_needs_its_epsilon(tmp_path: Path
     text = _valid(tmp_path).replace("label_epsilon = 2.0\n", "")
     with pytest.raises(ConfigError, match="label_epsilon: required"):
         load_config(_write(tmp_path, text), environ={})
-    public = load_config(_write(tmp_path, text.replace("noise_multiplier = 1.1",
-                                                       'noise_multiplier = 1.1\nlabels = "public"')),
-                         environ={})
+    text = text.replace("noise_multiplier = 1.1", 'noise_multiplier = 1.1\nlabels = "public"')
+    public = load_config(_write(tmp_path, text), environ={})
     assert public.privacy.labels == "public"
 
 

@@ -40,7 +40,9 @@ def policy(**kw: object) -> SessionPolicy:
 
 
 def dp(noise: float = 1.1) -> DpParams:
-    return DpParams(mode="sl-frozen", clip_norm=1.0, noise_multiplier=noise, label_mode="plain", label_epsilon=None)
+    return DpParams(
+        mode="sl-frozen", clip_norm=1.0, noise_multiplier=noise, label_mode="plain",
+        label_epsilon=None)
 
 
 def activation(

@@ -181,8 +181,8 @@ def test_config_validation(tmp_path: Path) -> None:
 @pytest.mark.parametrize("adjacency", ["zero_out", "replace"])
 def test_poisson_sampled_steps_match_dp_accounting(tmp_path: Path, adjacency: str) -> None:
     from dp_accounting import dp_event
-    from dp_accounting.privacy_accountant import NeighboringRelation
     from dp_accounting.pld import pld_privacy_accountant
+    from dp_accounting.privacy_accountant import NeighboringRelation
 
     acc = _acc(tmp_path, 100.0, adjacency=adjacency)  # type: ignore[arg-type]
     eps = acc.spend([PoissonSampledGaussian(noise_multiplier=1.1, sampling_prob=0.01,
@@ -204,8 +204,8 @@ def test_poisson_sampled_steps_match_dp_accounting(tmp_path: Path, adjacency: st
 def test_mixed_gaussian_and_sampled_parts_compose_under_one_relation(tmp_path: Path) -> None:
     """The non-sampled rho enters PLD with the relation's own sensitivity (not twice)."""
     from dp_accounting import dp_event
-    from dp_accounting.privacy_accountant import NeighboringRelation
     from dp_accounting.pld import pld_privacy_accountant
+    from dp_accounting.privacy_accountant import NeighboringRelation
 
     acc = _acc(tmp_path, 100.0)
     acc.spend([GaussianRelease(noise_multiplier=3.0, records=(1,))])
