@@ -11,6 +11,7 @@ environment. Example::
     manifest = "/usr/share/splitfed/models/cnn1d/cut1/manifest.json"   # optional
     lr = 0.001
     state_dir = "/var/lib/splitfed-server"   # finalised halves survive a restart
+    proposal_deadline_s = 300   # no vote decision by then: drop the candidate, next round
 
     [round]
     min_devices = 2
@@ -68,6 +69,7 @@ _SECTIONS: dict[str, set[str]] = {
         "lr",
         "poll_interval_s",
         "state_dir",
+        "proposal_deadline_s",
     },
     "round": {
         "min_devices",
@@ -142,6 +144,7 @@ class ServerConfig:
     mqtt: MqttSettings
     metrics_host: str
     metrics_port: int | None
+    proposal_deadline_s: float = 300.0
 
 
 def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> ServerConfig:
@@ -190,6 +193,7 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) 
     chain = text(led, "ledger", "chain_id")
     lr = num(s, "server", "lr", 0.001)
     poll = num(s, "server", "poll_interval_s", 0.5)
+    proposal_deadline = num(s, "server", "proposal_deadline_s", 300.0)
     policy: RoundPolicy | None = None
     try:
         policy = RoundPolicy(
@@ -245,6 +249,7 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) 
         mqtt=mqtt,
         metrics_host=host,
         metrics_port=port,
+        proposal_deadline_s=proposal_deadline,
     )
 
 

@@ -245,6 +245,11 @@ class ProposalLifecycle:
         t = self._tx
         return None if t is None or t.sent_at is None else t.txid
 
+    @property
+    def in_flight_kind(self) -> str | None:
+        """The kind of the tx being submitted, if any."""
+        return None if self._tx is None else self._tx.kind
+
     def _decide(self, outcome: ProposalStatus, reason: str) -> ProposalStatus:
         self.outcome, self.reason, self._tx = outcome, reason, None
         return outcome
