@@ -107,6 +107,7 @@ class VoteTracker:
         self.max_invalid = max_invalid
         self.max_age_s = max_age_s
         self._pending: dict[int, _Pending] = {}
+        self._settled: dict[int, str] = {}  # version -> weights hash of settled votes
         self._done: list[VoteDone] = []
         self.invalid = 0  # invalid vote receipts, all versions
 
@@ -118,9 +119,11 @@ class VoteTracker:
         return sorted(self._pending)
 
     def add(self, *, session: str, version: int, weights_sha256: str, now: float) -> bool:
-        """A candidate was announced; ``False`` if it is already pending (a re-announcement)."""
+        """A candidate was announced; ``False`` if already pending or settled (re-announced)."""
         old = self._pending.get(version)
-        if old is not None and old.weights_sha256 == weights_sha256:
+        if (old is not None and old.weights_sha256 == weights_sha256) or self._settled.get(
+            version
+        ) == weights_sha256:
             return False
         self._pending[version] = _Pending(session, version, weights_sha256, added_at=now)
         return True
@@ -132,6 +135,9 @@ class VoteTracker:
 
     def _finish(self, p: _Pending, outcome: VoteOutcome, reason: str) -> None:
         self._pending.pop(p.version, None)
+        self._settled[p.version] = p.weights_sha256
+        while len(self._settled) > 64:  # only recent versions are ever re-announced
+            del self._settled[min(self._settled)]
         self._done.append(VoteDone(p.version, outcome, reason, p.body))
 
     # -- the ledger's view ---------------------------------------------------------

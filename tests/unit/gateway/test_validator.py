@@ -133,3 +133,11 @@ def test_reannouncement_keeps_the_pending_vote() -> None:
     t.set_vote(2, BODY)
     assert not t.add(session="s1", version=2, weights_sha256=W, now=5.0)
     assert t.needs_evaluation() == [] and len(t.due(5.0)) == 1
+
+
+def test_settled_vote_is_not_cast_again_on_reannouncement() -> None:
+    t = _tracker()
+    t.observe([_rec(2, votes={"org1": {}})], latest_finalised=1, now=0.0)
+    assert [d.outcome for d in t.take_done()] == [VoteOutcome.VOTED]
+    assert not t.add(session="s1", version=2, weights_sha256=W, now=1.0)  # restarted server
+    assert t.add(session="s1", version=2, weights_sha256="bb" * 32, now=1.0)  # other weights
