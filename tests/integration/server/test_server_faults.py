@@ -1,0 +1,124 @@
+"""Training does not stall across server restarts and lost votes (issue 11).
+
+Real parts throughout (see ``_training``): a solo ledger node behind its
+HTTP API, Mosquitto, the gateway and server apps, LiteRT devices. Each test
+ends with the session done and counts the txs the contract marked invalid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from deploy.broker import MosquittoBroker
+from ledger_node.api import LedgerApi
+from ledger_node.client import LedgerClient
+from ledger_node.node import LedgerNode
+from ledger_node.solo import SoloOrderer
+from ledger_node.tx import decode_tx
+from server.app import ServerApp
+from server.core import Phase
+from tests.integration.server._training import Stack
+from tests.unit.ledger_node.conftest import Consortium, make_consortium
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[tuple[LedgerClient, Consortium]]:
+    c = make_consortium()
+    LedgerNode.init(tmp_path / "ledger", c.genesis)
+    node = LedgerNode(tmp_path / "ledger", validator_keys=c.validator_keys())
+    orderer = SoloOrderer(node, proposer="org1")
+    api = LedgerApi(node, orderer)
+    orderer.start()
+    api.start()
+    try:
+        yield LedgerClient(api.url, timeout=5), c
+    finally:
+        api.stop()
+        orderer.stop()
+        node.close()
+
+
+def _stop_after_proposing(server: ServerApp, version: int) -> list[int]:
+    """Stop ``server``'s loop right after it submitted ``model_propose`` of ``version``:
+    the process "crashes" between proposal and finalisation."""
+    submit = server.ledger.submit
+    seen: list[int] = []
+
+    def hooked(tx: bytes) -> str:
+        txid = submit(tx)
+        t = decode_tx(tx)
+        if t.kind == "model_propose" and t.body["version"] == version:
+            seen.append(version)
+            server.stop()
+        return txid
+
+    server.ledger.submit = hooked  # type: ignore[method-assign]
+    return seen
+
+
+def _votes(client: LedgerClient, version: int) -> int:
+    recs = [p for p in client.proposals("s1") if p["version"] == version]
+    return len(recs[0]["votes"]) if recs else 0
+
+
+@pytest.mark.parametrize("keep_candidate", [True, False], ids=["adopt", "supersede"])
+def test_server_restart_between_propose_and_finalise(
+    keep_candidate: bool,
+    tmp_path: Path,
+    data_dir: Path,
+    ledger: tuple[LedgerClient, Consortium],
+    mosquitto_factory: Callable[..., MosquittoBroker],
+) -> None:
+    client, c = ledger
+    state = tmp_path / "server-state"
+    stack = Stack(
+        tmp_path=tmp_path,
+        data_dir=data_dir,
+        client=client,
+        consortium=c,
+        broker=mosquitto_factory(),
+        rounds=3,
+        server_extra=f'state_dir = "{state}"',
+    )
+    try:
+        crashed = _stop_after_proposing(stack.server, 2)
+        stack.start()
+        stack.train_round(0)
+        stack.wait_decided(0)
+        assert stack.server.core.version == 1
+        stack.train_round(1)
+        stack.wait(lambda: crashed == [2] and not stack.threads[-1].is_alive(), "server stopped")
+        # both validators vote while the server is down: version 2 has its quorum
+        stack.wait(lambda: _votes(client, 2) == 2, "votes on version 2")
+        assert client.model("s1").version == 1  # type: ignore[union-attr]
+        if not keep_candidate:
+            (state / "candidate.npz").unlink()
+        server = stack.restart_server()
+        if keep_candidate:  # adopted: version 2 is finalised by the restarted server
+            assert server.core.phase is Phase.PROPOSED and server.core.version == 1
+            stack.wait_decided(1)
+            assert server.core.version == 2
+            expected = [1, 2, 3]
+        else:  # cannot be completed: round 2 runs from version 1, its proposal supersedes 2
+            assert server.core.phase is Phase.TRAINING and server.core.round == 2
+            expected = [1, 3]
+        stack.train_round(2)
+        stack.wait(lambda: server.core.phase is Phase.DONE, "session done")
+        assert [m.version for m in client.models("s1")] == expected
+        props = {p["version"]: p for p in client.proposals("s1")}
+        assert sorted(props) == [1, 2, 3]
+        assert props[2]["finalised"] is keep_candidate
+        assert props[2]["superseded_by"] == (None if keep_candidate else 3)
+        stack.wait(
+            lambda: all(d.version >= expected[-1] or (d._drain() and False) for d in stack.devices),  # type: ignore[func-returns-value]
+            "devices loaded the last version",
+        )
+        assert stack.invalid_txs() == []
+        assert all(s.invalid_txs == 0 for s in stack.servers)
+    finally:
+        stack.close()
