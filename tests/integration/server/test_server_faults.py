@@ -20,6 +20,7 @@ from ledger_node.solo import SoloOrderer
 from ledger_node.tx import decode_tx
 from server.app import ServerApp
 from server.core import Phase
+from tests.integration.server._reset_proxy import ResetVoteProxy
 from tests.integration.server._training import Stack
 from tests.unit.ledger_node.conftest import Consortium, make_consortium
 
@@ -122,3 +123,85 @@ def test_server_restart_between_propose_and_finalise(
         assert all(s.invalid_txs == 0 for s in stack.servers)
     finally:
         stack.close()
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_vote_submit_reset_is_retried(
+    when: str,
+    tmp_path: Path,
+    data_dir: Path,
+    ledger: tuple[LedgerClient, Consortium],
+    mosquitto_factory: Callable[..., MosquittoBroker],
+) -> None:
+    """org1's first vote submit gets a TCP reset (``before``: the ledger never saw it;
+    ``after``: committed, response lost). Quorum 2 needs org1: without a retry the
+    session stalls for good; the server's deadline (default 300 s) is not what saves it."""
+    client, c = ledger
+    proxy = ResetVoteProxy(client.base_url, resets=1, when=when)
+    proxy.start()
+    stack = Stack(
+        tmp_path=tmp_path,
+        data_dir=data_dir,
+        client=client,
+        consortium=c,
+        broker=mosquitto_factory(),
+        rounds=2,
+        gateway_ledger_url={"org1": proxy.url},
+    )
+    try:
+        stack.start()
+        for rnd in range(2):
+            stack.train_round(rnd)
+            stack.wait_decided(rnd)
+            assert stack.server.core.version == rnd + 1
+        stack.wait(lambda: stack.server.core.phase is Phase.DONE, "session done")
+        # one reset; ``before`` needs a resend, ``after`` may resend the same bytes (a no-op)
+        assert proxy.reset_count == 1 and proxy.votes_seen >= (3 if when == "before" else 2)
+        assert [m.version for m in client.models("s1")] == [1, 2]
+        for p in client.proposals("s1"):
+            assert sorted(p["votes"]) == ["org1", "org2"]
+        assert stack.invalid_txs() == []
+    finally:
+        stack.close()
+        proxy.close()
+
+
+def test_proposal_deadline_when_a_validator_cannot_vote(
+    tmp_path: Path,
+    data_dir: Path,
+    ledger: tuple[LedgerClient, Consortium],
+    mosquitto_factory: Callable[..., MosquittoBroker],
+) -> None:
+    """Every vote of org1 is reset: no quorum. The server's proposal deadline drops each
+    candidate, the next round runs from the last finalised version (none) and its
+    proposal supersedes the undecided one; the session ends, nothing is finalised."""
+    client, c = ledger
+    proxy = ResetVoteProxy(client.base_url, resets=10**6)
+    proxy.start()
+    stack = Stack(
+        tmp_path=tmp_path,
+        data_dir=data_dir,
+        client=client,
+        consortium=c,
+        broker=mosquitto_factory(),
+        rounds=2,
+        server_extra="proposal_deadline_s = 3",
+        gateway_ledger_url={"org1": proxy.url},
+    )
+    try:
+        stack.start()
+        for rnd in range(2):
+            stack.train_round(rnd)
+            stack.wait_decided(rnd)
+            assert stack.server.core.version == 0
+        stack.wait(lambda: stack.server.core.phase is Phase.DONE, "session done")
+        assert client.models("s1") == []
+        props = {p["version"]: p for p in client.proposals("s1")}
+        assert sorted(props) == [1, 2]
+        assert props[1]["superseded_by"] == 2 and not props[2]["finalised"]
+        assert all(sorted(p["votes"]) == ["org2"] for p in props.values())
+        assert proxy.reset_count >= 2
+        assert stack.invalid_txs() == []
+    finally:
+        stack.close()
+        proxy.close()
