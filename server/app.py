@@ -234,6 +234,9 @@ class ServerApp:
             if not lc.decided:
                 v = lc.proposal.version
                 recs = self.ledger.proposals(lc.proposal.session_id)
+                for x in recs:
+                    if isinstance(x.get("version"), int):
+                        self.core.note_proposed(int(x["version"]))
                 lc.observe(
                     next((x for x in recs if x.get("version") == v), None),
                     vote_quorum=self.session.vote_quorum,

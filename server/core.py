@@ -350,6 +350,10 @@ class ServerCore:
         samples = int(proposal.metrics.get("samples", 1))
         return self._announce_candidate(self._candidate_server, samples)
 
+    def note_proposed(self, version: int) -> None:
+        """The ledger holds a proposal of ``version`` (any proposer): number the next above it."""
+        self._last_proposed = max(self._last_proposed, version)
+
     def load_finalised(
         self, version: int, client: Sequence[np.ndarray], server: Sequence[np.ndarray]
     ) -> None:
