@@ -243,6 +243,11 @@ class ServerApp:
                     validators=len(self.ledger.validators()),
                     now=now,
                 )
+            if lc.reannounce_due(now):
+                log.info(
+                    "version %d: votes missing, candidate announced again", lc.proposal.version
+                )
+                self._execute(self.core.reannounce())
             req = lc.due(now)
             if req is not None:
                 raw = req.raw

@@ -350,6 +350,14 @@ class ServerCore:
         samples = int(proposal.metrics.get("samples", 1))
         return self._announce_candidate(self._candidate_server, samples)
 
+    def reannounce(self) -> list[Publish | SubmitTx]:
+        """The pending candidate to every gateway again (validators missing a vote)."""
+        if self.phase is not Phase.PROPOSED or self._candidate_server is None:
+            return []
+        assert self._proposed is not None
+        samples = int(self._proposed.metrics.get("samples", 1))
+        return self._announce_candidate(self._candidate_server, samples)
+
     def note_proposed(self, version: int) -> None:
         """The ledger holds a proposal of ``version`` (any proposer): number the next above it."""
         self._last_proposed = max(self._last_proposed, version)

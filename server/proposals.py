@@ -29,6 +29,8 @@ passed in). Rules, in the order they protect liveness:
 * ``model_finalise`` is sent once the record shows a vote quorum, by this
   server only; a valid receipt is the decision (``FINALISED``), it is not
   sent again on a stale status read.
+* Half-way to the deadline without a quorum the candidate is announced to
+  the gateways once more (:meth:`ProposalLifecycle.reannounce_due`).
 * No decision within ``deadline_s`` of the start: ``EXPIRED`` (never while a
   finalise awaits its receipt). The consortium's quorum is never lowered: the
   server drops the candidate, trains the next round from the last finalised
@@ -218,6 +220,7 @@ class ProposalLifecycle:
     ) -> None:
         self.proposal = proposal
         self.deadline = now + deadline_s
+        self._reannounce_at: float | None = now + deadline_s / 2
         self.max_invalid = max_invalid
         self.receipt_timeout_s = receipt_timeout_s
         self.backoff = backoff
@@ -263,6 +266,17 @@ class ProposalLifecycle:
             "client_sha256": p.client_sha256,
             "server_sha256": p.server_sha256,
         }
+
+    def reannounce_due(self, now: float) -> bool:
+        """True once, half-way to the deadline, while votes are missing: the app sends the
+        candidate to the gateways again (one that restarted after taking the first
+        announcement but before voting has it again; settled votes are not cast twice)."""
+        if self.decided or self._finalisable or self._reannounce_at is None:
+            return False
+        if now < self._reannounce_at:
+            return False
+        self._reannounce_at = None
+        return True
 
     # -- what to submit --------------------------------------------------------------
     def due(self, now: float) -> TxRequest | None:

@@ -183,3 +183,15 @@ def test_open_proposal_is_the_undecided_head() -> None:
     assert open_proposal(recs, latest_finalised=3) is None
     assert open_proposal(recs[:2], latest_finalised=1) is None
     assert open_proposal([], latest_finalised=0) is None
+
+
+def test_candidate_is_announced_again_half_way_to_the_deadline() -> None:
+    p = _proposal()
+    lc = ProposalLifecycle(p, now=0.0, deadline_s=60.0, on_ledger=True)
+    rec = _record(p, votes=_accepts("org1"))
+    lc.observe(rec, vote_quorum=2, validators=3, now=29.0)
+    assert not lc.reannounce_due(29.9)
+    assert lc.reannounce_due(30.0) and not lc.reannounce_due(31.0)  # once
+    lc2 = ProposalLifecycle(p, now=0.0, deadline_s=60.0, on_ledger=True)
+    lc2.observe(_record(p, votes=_accepts("org1", "org2")), vote_quorum=2, validators=3, now=1.0)
+    assert not lc2.reannounce_due(30.0)  # the quorum is there: nothing to ask for
