@@ -138,14 +138,14 @@ class GatewayApp:
                     self.votes is not None
                     and a.server_weights is not None
                     and ann.session == self.config.session
+                ) and self.votes.add(
+                    session=ann.session,
+                    version=ann.version,
+                    weights_sha256=ann.weights_sha256,
+                    now=time.monotonic(),
                 ):
                     self._candidates[ann.version] = (ann, a.server_weights)
-                    announced |= self.votes.add(
-                        session=ann.session,
-                        version=ann.version,
-                        weights_sha256=ann.weights_sha256,
-                        now=time.monotonic(),
-                    )
+                    announced = True
         if announced:  # try at once; retries run on the ledger poll
             self._drive_votes(time.monotonic())
         self._flush()
@@ -202,8 +202,11 @@ class GatewayApp:
             log.warning("votes: ledger unreachable: %s", exc)
         for d in vt.take_done():
             self._candidates.pop(d.version, None)
-            if d.outcome is not VoteOutcome.VOTED or d.body is None:
+            if d.outcome is not VoteOutcome.VOTED:
                 log.warning("vote on version %d dropped: %s", d.version, d.reason)
+                continue
+            if d.body is None:  # cast by an earlier run of this gateway
+                log.info("vote on version %d is on the ledger already", d.version)
                 continue
             accept, acc = bool(d.body["accept"]), d.body.get("metric")
             if accept and isinstance(acc, float):

@@ -121,6 +121,7 @@ class ServerApp:
             version=0 if latest is None else latest.version,
             last_proposed=max(versions, default=0),
         )
+        resave = False  # the finalised halves came from the candidate file: write them
         if latest is not None and config.state_dir is not None:
             halves = load_finalised(
                 config.state_dir, version=latest.version, weights_sha256=latest.weights_sha256
@@ -130,6 +131,7 @@ class ServerApp:
                     config.state_dir, version=latest.version, weights_sha256=latest.weights_sha256
                 )
                 halves = None if cand is None else (cand[1], cand[2])
+                resave = halves is not None
             if halves is not None:
                 self.core.load_finalised(latest.version, *halves)
                 log.info("resumed from finalised version %d", latest.version)
@@ -139,7 +141,7 @@ class ServerApp:
                     "artifact's initial weights",
                     latest.version,
                 )
-        self._saved_version = self.core.version
+        self._saved_version = -1 if resave else self.core.version
         self.lifecycle: ProposalLifecycle | None = None
         self.invalid_txs = 0  # receipts of this process's txs marked invalid
         self._resumed: list[Publish | SubmitTx] | None = None

@@ -85,39 +85,34 @@ class Stack:
         )
         shards = np.array_split(np.random.default_rng(1).permutation(len(win.x_train)), 4)
         urls = gateway_ledger_url or {}
-        self.gateways = []
+        self.gateway_cfg: dict[str, dict[str, Any]] = {}
         for org in ORGS:
             gw_key = save_signing_key(consortium.keys[f"{org}/gateway"], keys / f"{org}-gw.key")
             val_key = save_signing_key(
                 consortium.keys[f"{org}/validator"], keys / f"{org}-val.key"
             )
-            self.gateways.append(
-                GatewayApp(
-                    gateway_config(
-                        {
-                            "gateway": {
-                                "org": org,
-                                "session": "s1",
-                                "signing_key": str(gw_key),
-                                "state_dir": str(tmp_path / f"{org}-state"),
-                            },
-                            "ledger": {
-                                "url": urls.get(org, client.base_url),
-                                "chain_id": consortium.genesis.chain_id,
-                                "poll_interval_s": 0.05,
-                            },
-                            "mqtt": {"port": broker.port, "client_id": f"gw-{org}"},
-                            "validator": {
-                                "signing_key": str(val_key),
-                                "data_dir": str(data_dir),
-                                "max_drop": 0.5,
-                                "max_windows": 200,
-                            },
-                        },
-                        env={},
-                    )
-                )
-            )
+            self.gateway_cfg[org] = {
+                "gateway": {
+                    "org": org,
+                    "session": "s1",
+                    "signing_key": str(gw_key),
+                    "state_dir": str(tmp_path / f"{org}-state"),
+                },
+                "ledger": {
+                    "url": urls.get(org, client.base_url),
+                    "chain_id": consortium.genesis.chain_id,
+                    "poll_interval_s": 0.05,
+                },
+                "mqtt": {"port": broker.port, "client_id": f"gw-{org}"},
+                "validator": {
+                    "signing_key": str(val_key),
+                    "data_dir": str(data_dir),
+                    "max_drop": 0.5,
+                    "max_windows": 200,
+                },
+            }
+        self.gateways = [GatewayApp(gateway_config(self.gateway_cfg[o], env={})) for o in ORGS]
+        self._gw_threads: dict[str, threading.Thread] = {}
         validators = client.validators()
         self.devices = [
             Device(
@@ -140,10 +135,11 @@ class Stack:
     def _new_server(self) -> ServerApp:
         return ServerApp(server_config(tomllib.loads(self.cfg_text), env={}))
 
-    def _spawn(self, app: GatewayApp | ServerApp) -> None:
+    def _spawn(self, app: GatewayApp | ServerApp) -> threading.Thread:
         t = threading.Thread(target=app.run, name=f"app-{len(self.threads)}")
         self.threads.append(t)
         t.start()
+        return t
 
     def start(self) -> None:
         for gw in self.gateways:
@@ -152,8 +148,8 @@ class Stack:
             dev.link.connect()
             birth = DeviceState(org=dev.org, device=dev.name, online=True, bd_seq=0)
             dev.link.publish(topics.state(dev.org, dev.name), birth.to_json(), retain=True)
-        for gw in self.gateways:
-            self._spawn(gw)
+        for org, gw in zip(ORGS, self.gateways, strict=True):
+            self._gw_threads[org] = self._spawn(gw)
         _wait(lambda: all(g.core.policy is not None for g in self.gateways), "session loaded")
         self.server.start()
         self._spawn(self.server)
@@ -169,6 +165,21 @@ class Stack:
         self.server.start()
         self._spawn(self.server)
         return self.server
+
+    def restart_gateway(self, org: str, *, ledger_url: str | None = None) -> GatewayApp:
+        """Stop ``org``'s gateway (its in-memory state is lost) and start a new one."""
+        i = ORGS.index(org)
+        old = self.gateways[i]
+        old.stop()
+        self._gw_threads[org].join(timeout=15)
+        old.close()
+        if ledger_url is not None:
+            self.gateway_cfg[org]["ledger"]["url"] = ledger_url
+        gw = GatewayApp(gateway_config(self.gateway_cfg[org], env={}))
+        self.gateways[i] = gw
+        gw.start()
+        self._gw_threads[org] = self._spawn(gw)
+        return gw
 
     def train_round(self, rnd: int) -> None:
         """Devices train round ``rnd`` once the server started it, then upload."""

@@ -205,3 +205,43 @@ def test_proposal_deadline_when_a_validator_cannot_vote(
     finally:
         stack.close()
         proxy.close()
+
+
+def test_validator_gateway_restarted_before_voting_votes_on_the_reannouncement(
+    tmp_path: Path,
+    data_dir: Path,
+    ledger: tuple[LedgerClient, Consortium],
+    mosquitto_factory: Callable[..., MosquittoBroker],
+) -> None:
+    """org1's gateway took the candidate but its vote never got through when it was
+    restarted (the pending vote lived in memory). The server announces a candidate short
+    of its quorum again half-way to its deadline; the new gateway votes on it."""
+    client, c = ledger
+    proxy = ResetVoteProxy(client.base_url, resets=10**6)
+    proxy.start()
+    stack = Stack(
+        tmp_path=tmp_path,
+        data_dir=data_dir,
+        client=client,
+        consortium=c,
+        broker=mosquitto_factory(),
+        rounds=2,
+        server_extra="proposal_deadline_s = 10",
+        gateway_ledger_url={"org1": proxy.url},
+    )
+    try:
+        stack.start()
+        stack.train_round(0)
+        stack.wait(lambda: proxy.reset_count >= 1 and _votes(client, 1) == 1, "org2's vote")
+        stack.restart_gateway("org1", ledger_url=client.base_url)
+        stack.wait_decided(0)
+        assert stack.server.core.version == 1  # finalised before the deadline expired it
+        stack.train_round(1)
+        stack.wait_decided(1)
+        stack.wait(lambda: stack.server.core.phase is Phase.DONE, "session done")
+        assert [m.version for m in client.models("s1")] == [1, 2]
+        assert all(sorted(p["votes"]) == ["org1", "org2"] for p in client.proposals("s1"))
+        assert stack.invalid_txs() == []
+    finally:
+        stack.close()
+        proxy.close()
