@@ -18,8 +18,10 @@ from ledger_node.client import LedgerClient
 from ledger_node.node import LedgerNode
 from ledger_node.solo import SoloOrderer
 from ledger_node.tx import decode_tx
+from protocol.messages import weights_digest
 from server.app import ServerApp
 from server.core import Phase
+from server.state import load_finalised
 from tests.integration.server._reset_proxy import ResetVoteProxy
 from tests.integration.server._training import Stack
 from tests.unit.ledger_node.conftest import Consortium, make_consortium
@@ -44,16 +46,18 @@ def ledger(tmp_path: Path) -> Iterator[tuple[LedgerClient, Consortium]]:
         node.close()
 
 
-def _stop_after_proposing(server: ServerApp, version: int) -> list[int]:
-    """Stop ``server``'s loop right after it submitted ``model_propose`` of ``version``:
-    the process "crashes" between proposal and finalisation."""
+def _stop_after_proposing(
+    server: ServerApp, version: int, kind: str = "model_propose"
+) -> list[int]:
+    """Stop ``server``'s loop right after it submitted ``kind`` of ``version``: the process
+    "crashes" between proposal and finalisation (or right after its finalise)."""
     submit = server.ledger.submit
     seen: list[int] = []
 
     def hooked(tx: bytes) -> str:
         txid = submit(tx)
         t = decode_tx(tx)
-        if t.kind == "model_propose" and t.body["version"] == version:
+        if t.kind == kind and t.body["version"] == version:
             seen.append(version)
             server.stop()
         return txid
@@ -245,3 +249,49 @@ def test_validator_gateway_restarted_before_voting_votes_on_the_reannouncement(
     finally:
         stack.close()
         proxy.close()
+
+
+def test_server_restart_right_after_submitting_finalise(
+    tmp_path: Path,
+    data_dir: Path,
+    ledger: tuple[LedgerClient, Consortium],
+    mosquitto_factory: Callable[..., MosquittoBroker],
+) -> None:
+    """Version 2 is finalised but the server stops before writing ``finalised.npz``: the
+    restarted server resumes from version 2's saved candidate, not the initial weights."""
+    client, c = ledger
+    state = tmp_path / "server-state"
+    stack = Stack(
+        tmp_path=tmp_path,
+        data_dir=data_dir,
+        client=client,
+        consortium=c,
+        broker=mosquitto_factory(),
+        rounds=3,
+        server_extra=f'state_dir = "{state}"',
+    )
+    try:
+        crashed = _stop_after_proposing(stack.server, 2, kind="model_finalise")
+        stack.start()
+        for rnd in range(2):
+            stack.train_round(rnd)
+        stack.wait(lambda: crashed == [2] and not stack.threads[-1].is_alive(), "server stopped")
+        stack.wait(lambda: getattr(client.model("s1"), "version", 0) == 2, "version 2 final")
+        cand = stack.server.core.candidate_halves()
+        assert load_finalised(state, version=2, weights_sha256=weights_digest(cand[0])) is None
+        server = stack.restart_server()
+        assert server.core.version == 2 and server.core.round == 2
+        _, client_half, server_half = server.core.finalised_halves()
+        assert weights_digest(client_half) == weights_digest(cand[0])
+        assert weights_digest(server_half) == weights_digest(cand[1])
+        stack.wait(
+            lambda: load_finalised(state, version=2, weights_sha256=weights_digest(cand[0]))
+            is not None,
+            "finalised halves written",
+        )
+        stack.train_round(2)
+        stack.wait(lambda: server.core.phase is Phase.DONE, "session done")
+        assert [m.version for m in client.models("s1")] == [1, 2, 3]
+        assert stack.invalid_txs() == []
+    finally:
+        stack.close()
