@@ -8,9 +8,13 @@ finalised model with its proof) and only then PUBACKs the message. Every
 the registry cache, so revocations apply from that block on), loads the
 session policy once the session exists, retries pending record submissions
 and model announcements. In a validator organisation every candidate the
-server announces is evaluated on the organisation's own held-out data and
-voted on (``model_vote`` as ``<org>/validator``). Ledger or broker outages are logged and retried,
-never fatal; ``stop()`` ends the loop from any thread (SIGTERM in the CLI).
+server announces goes to the :class:`~gateway.validator.VoteTracker`: once
+its proposal is on the ledger it is evaluated on the organisation's own
+held-out data and voted on (``model_vote`` as ``<org>/validator``); a failed
+submit is retried with backoff (same signed bytes) until the vote is on the
+ledger or the proposal is decided or superseded. Ledger or broker outages
+are logged and retried, never fatal; ``stop()`` ends the loop from any
+thread (SIGTERM in the CLI).
 """
 
 from __future__ import annotations
@@ -40,9 +44,10 @@ from gateway.metrics_http import MetricsServer
 from gateway.mqtt_io import Inbound, PahoLink
 from gateway.ratelimit import LogLimiter
 from gateway.registry import CachedRegistry
+from gateway.validator import VoteOutcome, VoteTracker
 from gateway.verify import AdmissionPipeline
 from ledger_node.client import LedgerClient
-from ledger_node.tx import make_tx
+from ledger_node.tx import decode_tx, make_tx
 from protocol import topics
 from protocol.errors import LedgerError, SplitfedError
 from protocol.keys import load_signing_key, verify_key_from_hex
@@ -96,10 +101,9 @@ class GatewayApp:
         self._baseline: float | None = None
         self._pending_records: list[Mapping[str, Any]] = []
         self._pending_models: dict[int, ModelAnnouncement] = {}
-        # candidates to vote on once their model_propose is on the ledger (the server sends
-        # the candidate and submits the proposal concurrently; a vote that lands first is
-        # invalid and would leave the proposal without this validator's vote)
-        self._pending_votes: dict[int, tuple[ModelAnnouncement, tuple[Any, ...]]] = {}
+        # candidates (both halves) this validator org has still to vote on, by version
+        self._candidates: dict[int, tuple[ModelAnnouncement, tuple[Any, ...]]] = {}
+        self.votes = None if config.validator is None else VoteTracker(org=config.org)
         self.link = PahoLink(
             config.mqtt,
             subscriptions=[
@@ -124,6 +128,7 @@ class GatewayApp:
 
     # -- actions ---------------------------------------------------------------------
     def _execute(self, actions: list[Action]) -> None:
+        announced = False
         for a in actions:
             if isinstance(a, Publish):
                 info = self.link.publish(a.topic, a.payload, qos=a.qos, retain=a.retain)
@@ -132,27 +137,99 @@ class GatewayApp:
             elif isinstance(a, SubmitRecord):
                 self._pending_records.append(a.body)
             elif isinstance(a, Announce):
-                self._pending_models[a.announcement.version] = a.announcement
-                if a.server_weights is not None:
-                    self._pending_votes[a.announcement.version] = (a.announcement,
-                                                                   a.server_weights)
-        self._vote_when_proposed()
+                ann = a.announcement
+                self._pending_models[ann.version] = ann
+                if (
+                    self.votes is not None
+                    and a.server_weights is not None
+                    and ann.session == self.config.session
+                ) and self.votes.add(
+                    session=ann.session,
+                    version=ann.version,
+                    weights_sha256=ann.weights_sha256,
+                    now=time.monotonic(),
+                ):
+                    self._candidates[ann.version] = (ann, a.server_weights)
+                    announced = True
+        if announced:  # try at once; retries run on the ledger poll
+            self._drive_votes(time.monotonic())
         self._flush()
 
-    def _vote_when_proposed(self) -> None:
-        """Vote on pending candidates whose proposal the ledger has committed."""
-        if not self._pending_votes:
+    def _drive_votes(self, now: float) -> None:
+        """One step of every pending vote: receipts, proposal records, evaluate, submit."""
+        vt = self.votes
+        if vt is None or not vt.versions:
             return
-        session = next(iter(self._pending_votes.values()))[0].session
         try:
-            proposed = {int(p["version"]) for p in self.ledger.proposals(session)}
-        except (LedgerError, KeyError, TypeError, ValueError) as exc:
-            log.warning("cannot read proposals: %s", exc)
-            return
-        for version in sorted(self._pending_votes):
-            if version in proposed:
-                ann, server_weights = self._pending_votes.pop(version)
-                self._vote(ann, server_weights)
+            for version, txid in vt.awaiting():
+                r = self.ledger.receipt(txid)
+                if r is not None:
+                    vt.on_receipt(version, valid=r.valid, reason=r.reason, now=now)
+                    if not r.valid:
+                        self.metrics.inc(
+                            "votes_invalid", help_text="Vote txs marked invalid by the ledger"
+                        )
+                        log.error("vote on version %d marked invalid: %s", version, r.reason)
+            latest = self.ledger.model(self.config.session)
+            vt.observe(
+                self.ledger.proposals(self.config.session),
+                latest_finalised=None if latest is None else latest.version,
+                now=now,
+            )
+            for _, version in vt.needs_evaluation():
+                body = self._vote_body(version)
+                if body is not None:
+                    vt.set_vote(version, body)
+            for req in vt.due(now):
+                raw = req.raw
+                if raw is None:
+                    assert self._validator_key is not None
+                    raw = make_tx(
+                        "model_vote",
+                        req.body,
+                        signing_key=self._validator_key,
+                        submitter=f"{self.config.org}/validator",
+                        chain_id=self.config.chain_id,
+                    )
+                    vt.signed(req.version, raw, decode_tx(raw).txid)
+                try:
+                    self.ledger.submit(raw)
+                    vt.sent(req.version, now)
+                except LedgerError as exc:
+                    delay = vt.send_failed(req.version, now)
+                    log.warning(
+                        "vote on version %d not submitted (retry in %.1f s): %s",
+                        req.version,
+                        delay,
+                        exc,
+                    )
+        except LedgerError as exc:
+            log.warning("votes: ledger unreachable: %s", exc)
+        for d in vt.take_done():
+            self._candidates.pop(d.version, None)
+            if d.outcome is not VoteOutcome.VOTED:
+                log.warning("vote on version %d dropped: %s", d.version, d.reason)
+                continue
+            if d.body is None:  # cast by an earlier run of this gateway
+                log.info("vote on version %d is on the ledger already", d.version)
+                continue
+            accept, acc = bool(d.body["accept"]), d.body.get("metric")
+            if accept and isinstance(acc, float):
+                self._baseline = acc
+            self._publish_event(
+                "model_vote",
+                session=self.config.session,
+                version=d.version,
+                accept=accept,
+                accuracy=acc if isinstance(acc, float) else None,
+            )
+            self.metrics.inc("votes", {"accept": str(accept).lower()})
+            log.info(
+                "voted %s on version %d (accuracy %s on own held-out data)",
+                "accept" if accept else "reject",
+                d.version,
+                "n/a" if acc is None else f"{acc:.4f}",
+            )
 
     def _flush(self) -> None:
         while self._pending_records:
@@ -220,16 +297,26 @@ class GatewayApp:
         }
         self.link.publish(topics.events(self.config.org), json.dumps(body, sort_keys=True).encode())
 
-    def _vote(self, ann: ModelAnnouncement, server_weights: tuple[Any, ...]) -> None:
-        """Validator organisations: evaluate the candidate on own held-out data and vote."""
+    def _vote_body(self, version: int) -> dict[str, Any] | None:
+        """Evaluate candidate ``version`` on own held-out data; the ``model_vote`` body.
+
+        ``None`` while the ledger cannot be read (tried again on the next poll);
+        a candidate that cannot be evaluated at all is voted against.
+        """
         v = self.config.validator
-        if v is None or self._validator_key is None or ann.weights is None:
-            return
+        cand = self._candidates.get(version)
+        if v is None or cand is None or cand[0].weights is None:
+            if self.votes is not None:
+                self.votes.drop(version, "no candidate weights to evaluate")
+            return None
+        ann, server_weights = cand
+        weights = cand[0].weights
+        assert weights is not None
         try:
             if self._evaluator is None:
                 s = self.ledger.session(ann.session)
                 if s is None:
-                    return
+                    return None
                 m = find_manifest(s.client_sha256, self.config.manifest)
                 self._evaluator = HeldOutEvaluator(
                     m,
@@ -237,58 +324,39 @@ class GatewayApp:
                     max_windows=v.max_windows,
                     clip_norm=evaluation_clip(s.dp),
                 )
-            try:
-                acc = self._evaluator(ann.weights, server_weights)
-            except SplitfedError as exc:  # wrong shapes etc.: a corrupted candidate
-                log.warning("candidate %d cannot be evaluated: %s", ann.version, exc)
-                acc = float("nan")
-            accept = vote_decision(
-                candidate_accuracy=acc,
-                baseline_accuracy=self._baseline,
-                max_drop=v.max_drop,
-                min_accuracy=v.min_accuracy,
-            )
-            body: dict[str, Any] = {
-                "session_id": ann.session,
-                "version": ann.version,
-                "accept": accept,
-                "metric_name": "accuracy",
-            }
-            if math.isfinite(acc):
-                body["metric"] = acc
-            self.ledger.submit(
-                make_tx(
-                    "model_vote",
-                    body,
-                    signing_key=self._validator_key,
-                    submitter=f"{self.config.org}/validator",
-                    chain_id=self.config.chain_id,
-                )
-            )
-            if accept:
-                self._baseline = acc
-            self._publish_event(
-                "model_vote",
-                session=ann.session,
-                version=ann.version,
-                accept=accept,
-                accuracy=acc if math.isfinite(acc) else None,
-            )
-            self.metrics.inc("votes", {"accept": str(accept).lower()})
-            log.info(
-                "voted %s on version %d (accuracy %.4f on own held-out data)",
-                "accept" if accept else "reject",
-                ann.version,
-                acc,
-            )
-        except (LedgerError, SplitfedError) as exc:
-            log.warning("vote on version %d failed: %s", ann.version, exc)
+        except LedgerError as exc:
+            log.warning("candidate %d not evaluated yet: %s", version, exc)
+            return None
+        except SplitfedError as exc:  # no artifact, unreadable data: this org cannot vote
+            if self.votes is not None:
+                self.votes.drop(version, f"cannot evaluate: {exc}")
+            return None
+        try:
+            acc = self._evaluator(weights, server_weights)
+        except SplitfedError as exc:  # wrong shapes etc.: a corrupted candidate
+            log.warning("candidate %d cannot be evaluated: %s", version, exc)
+            acc = float("nan")
+        accept = vote_decision(
+            candidate_accuracy=acc,
+            baseline_accuracy=self._baseline,
+            max_drop=v.max_drop,
+            min_accuracy=v.min_accuracy,
+        )
+        body: dict[str, Any] = {
+            "session_id": ann.session,
+            "version": version,
+            "accept": accept,
+            "metric_name": "accuracy",
+        }
+        if math.isfinite(acc):
+            body["metric"] = float(acc)
+        return body
 
     # -- loop ------------------------------------------------------------------------
     def _poll_ledger(self) -> None:
         try:
             self._execute(self.core.on_block(self.ledger.height()))
-            self._vote_when_proposed()
+            self._drive_votes(time.monotonic())
             if self.core.policy is None:
                 s = self.ledger.session(self.config.session)
                 if s is not None:

@@ -18,11 +18,19 @@ Authorisation rules:
   identical body.
 * ``device_register`` / ``device_revoke``: only the admin of the device's org;
   registration carries the device-signed request (proof of possession).
-* ``session_create``, ``model_propose``: the server or an org admin.
+* ``session_create``, ``model_propose``: the server or an org admin. Versions
+  of a session's proposals strictly increase; a new proposal *supersedes* the
+  session's previous proposal if that one is not finalised (recorded as
+  ``superseded_by`` on it). A superseded proposal takes no more votes and can
+  never be finalised. This is how a proposer abandons a proposal it cannot
+  complete (a restarted server that lost the candidate, a proposal whose
+  deadline passed without a decision): it simply proposes the next version.
 * ``round_record``: the gateway of the org recorded.
-* ``model_vote``: only ``<org>/validator`` of a validator org; one vote each.
+* ``model_vote``: only ``<org>/validator`` of a validator org; one vote each,
+  on a proposal that is neither finalised nor superseded.
 * ``model_finalise``: anyone known; valid once accepting votes reach the
-  session's vote quorum.
+  session's vote quorum, the proposal is not superseded, and the hashes in the
+  body equal the proposal's.
 * ``evidence``: anyone known; two valid signatures by one validator over two
   different headers at one height.
 * every tx: ``(public key, nonce)`` used at most once (replay).
@@ -254,14 +262,33 @@ def _model_propose(st: Overlay, tx: Tx, height: int) -> None:
     latest = st.get(f"model/{sid}")
     _need(latest is None or ver > latest["version"], "version is not newer than the finalised one")
     _need(st.get(f"proposal/{sid}/{ver}") is None, f"version {ver} already proposed")
+    head = st.get(f"proposal_head/{sid}")
+    _need(head is None or ver > head, f"version {ver} is not above the last proposal ({head})")
     for name in ("weights_sha256", "client_sha256", "server_sha256"):
         _need(_hex32(b.get(name)), f"{name} must be a hex SHA-256")
     _need(isinstance(b.get("metrics", {}), dict), "metrics must be a map")
+    rnd = b.get("round")
+    _need(rnd is None or (isinstance(rnd, int) and rnd >= 0), "round must be an int >= 0")
+    if head is not None:  # the previous proposal, if still open, is superseded by this one
+        prev = st.get(f"proposal/{sid}/{head}")
+        if prev is not None and not prev["finalised"] and prev.get("superseded_by") is None:
+            st.put(f"proposal/{sid}/{head}",
+                   {**prev, "superseded_by": ver, "superseded_height": height})
+    st.put(f"proposal_head/{sid}", ver)
     st.put(f"proposal/{sid}/{ver}", {
         "session_id": sid, "version": ver, "weights_sha256": b["weights_sha256"],
         "client_sha256": b["client_sha256"], "server_sha256": b["server_sha256"],
         "metrics": dict(b.get("metrics", {})), "proposer": tx.submitter, "height": height,
-        "votes": {}, "finalised": False})
+        "round": rnd, "votes": {}, "finalised": False, "superseded_by": None})
+
+
+def _open_proposal(st: Overlay, key: str) -> dict[str, Any]:
+    p = st.get(key)
+    _need(p is not None, "no such proposal")
+    _need(not p["finalised"], "proposal already finalised")
+    by = p.get("superseded_by")
+    _need(by is None, f"proposal superseded by version {by}")
+    return dict(p)
 
 
 def _model_vote(st: Overlay, tx: Tx, height: int) -> None:
@@ -269,14 +296,13 @@ def _model_vote(st: Overlay, tx: Tx, height: int) -> None:
     _need(org in _validators(st), f"{org!r} is not a validator org")
     b = tx.body
     key = f"proposal/{b.get('session_id')}/{b.get('version')}"
-    p = st.get(key)
-    _need(p is not None, "no such proposal")
-    _need(not p["finalised"], "proposal already finalised")
+    p = _open_proposal(st, key)
     _need(org not in p["votes"], f"validator {org!r} already voted")
     _need(isinstance(b.get("accept"), bool), "accept must be a bool")
     _need(b.get("metric") is None or _num(b.get("metric")), "metric must be a number")
-    p["votes"][org] = {"accept": b["accept"], "metric": b.get("metric"),
-                       "metric_name": str(b.get("metric_name", "")), "height": height}
+    p["votes"] = {**p["votes"], org: {"accept": b["accept"], "metric": b.get("metric"),
+                                      "metric_name": str(b.get("metric_name", "")),
+                                      "height": height}}
     st.put(key, p)
 
 
@@ -285,9 +311,7 @@ def _model_finalise(st: Overlay, tx: Tx, height: int) -> None:
     s = _session(st, b.get("session_id"))
     sid, ver = s["session_id"], b.get("version")
     key = f"proposal/{sid}/{ver}"
-    p = st.get(key)
-    _need(p is not None, "no such proposal")
-    _need(not p["finalised"], "proposal already finalised")
+    p = _open_proposal(st, key)
     latest = st.get(f"model/{sid}")
     _need(latest is None or p["version"] > latest["version"], "a newer version is finalised")
     vals = _validators(st)

@@ -2,10 +2,21 @@
 
 Theory of operation. One main thread owns the :class:`ServerCore`: it drains
 the MQTT inbox (gateway uploads on ``splitfed/v1/central/+/up``), executes
-the actions (publish; sign and submit ``model_propose`` / ``model_finalise``
-txs as ``server``), PUBACKs, and every ``poll_interval_s`` ticks the round
-policy and asks the ledger for the proposal's status (votes, finalisation).
-Ledger and broker outages are logged and retried, never fatal.
+the actions (publishes; a ``model_propose`` starts a
+:class:`~server.proposals.ProposalLifecycle` after the candidate's halves are
+saved), PUBACKs, and every ``poll_interval_s`` ticks the round policy and
+drives the lifecycle: read the receipt of its tx in flight, read the
+proposal's record (matched by version and weights hash), submit what it says
+is due (``model_propose`` / ``model_finalise`` signed as ``server``, the same
+bytes again after a failure), and hand its decision to the core.
+
+On start the server reads the session's proposals: the next proposal is
+numbered above all of them. If one is still open and the state directory
+holds its candidate, the server adopts it (announces it again, waits for the
+votes); if not, the proposal cannot be completed and the next one supersedes
+it (contract rule, ``docs/ledger.md``). Ledger and broker outages are logged
+and retried with backoff, never fatal; invalid txs are counted
+(``splitfed_server_ledger_invalid_total{kind}``) and bounded per proposal.
 """
 
 from __future__ import annotations
@@ -14,6 +25,8 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from gateway.core import Publish
 from gateway.endorse import gateway_identity
@@ -24,16 +37,16 @@ from gateway.metrics_http import MetricsServer
 from gateway.mqtt_io import PahoLink
 from gateway.registry import CachedRegistry
 from ledger_node.client import LedgerClient
-from ledger_node.tx import make_tx
+from ledger_node.tx import decode_tx, make_tx
 from models.runtime import ClientRuntime, ServerRuntime
 from protocol import topics
-from protocol.errors import ConfigError, LedgerError, SplitfedError
+from protocol.errors import ConfigError, LedgerError, SplitfedError, SpoolError
 from protocol.keys import load_signing_key, verify_key_from_hex
 from server.config import ServerConfig
 from server.core import Phase, ServerCore, SessionPlan, SubmitTx
-from server.proposals import proposal_status
+from server.proposals import Proposal, ProposalLifecycle, open_proposal
 from server.sfl import SflMode, SplitTrainer
-from server.state import load_finalised, save_finalised
+from server.state import load_candidate, load_finalised, save_candidate, save_finalised
 
 __all__ = ["ServerApp"]
 
@@ -87,7 +100,13 @@ class ServerApp:
             lr=config.lr,
         )
         self.metrics = MetricsRegistry(prefix="splitfed_server_")
+        self.metrics.declare("ledger_invalid", "counter", "Server txs marked invalid, by kind")
         latest = self.ledger.model(s.session_id)
+        records = self.ledger.proposals(s.session_id)
+        versions = [int(r["version"]) for r in records if isinstance(r.get("version"), int)]
+        rounds = [int(r["round"]) for r in records if isinstance(r.get("round"), int)]
+        # the first round to run: after the last proposed round (older ledgers: one per proposal)
+        self._first_round = max(rounds) + 1 if rounds else len(records)
         self.core = ServerCore(
             plan=plan,
             signing_key=self._key,
@@ -102,11 +121,19 @@ class ServerApp:
             metrics=self.metrics,
             start_seq=time.time_ns() // 1000,
             version=0 if latest is None else latest.version,
+            last_proposed=max(versions, default=0),
         )
+        resave = False  # the finalised halves came from the candidate file: write them
         if latest is not None and config.state_dir is not None:
             halves = load_finalised(
                 config.state_dir, version=latest.version, weights_sha256=latest.weights_sha256
             )
+            if halves is None:  # finalised just before a crash: it was the saved candidate
+                cand = load_candidate(
+                    config.state_dir, version=latest.version, weights_sha256=latest.weights_sha256
+                )
+                halves = None if cand is None else (cand[1], cand[2])
+                resave = halves is not None
             if halves is not None:
                 self.core.load_finalised(latest.version, *halves)
                 log.info("resumed from finalised version %d", latest.version)
@@ -116,72 +143,158 @@ class ServerApp:
                     "artifact's initial weights",
                     latest.version,
                 )
-        self._saved_version = self.core.version
-        self._pending: list[SubmitTx] = []
-        self._finalise_txid: str | None = None
+        self._saved_version = -1 if resave else self.core.version
+        self.lifecycle: ProposalLifecycle | None = None
+        self.invalid_txs = 0  # receipts of this process's txs marked invalid
+        self._resumed: list[Publish | SubmitTx] | None = None
+        rec = open_proposal(records, latest_finalised=self.core.version)
+        if rec is not None:
+            self._resume_open(rec)
         self.link = PahoLink(config.mqtt, subscriptions=[topics.central_filter("up")])
         self.metrics_server: MetricsServer | None = None
 
+    def _resume_open(self, rec: Mapping[str, Any]) -> None:
+        """A proposal is open on the ledger at start: adopt it if ours, else leave it."""
+        ver, wsha = int(rec["version"]), str(rec.get("weights_sha256"))
+        cand = (
+            None
+            if self.config.state_dir is None
+            else load_candidate(self.config.state_dir, version=ver, weights_sha256=wsha)
+        )
+        plan = self.core.plan
+        if (
+            cand is None
+            or rec.get("client_sha256") != plan.client_sha256
+            or rec.get("server_sha256") != plan.server_sha256
+        ):
+            log.warning(
+                "version %d is open on the ledger but its candidate is not in the state "
+                "directory: it cannot be completed, the next proposal (version %d) supersedes it",
+                ver,
+                ver + 1,
+            )
+            return
+        rnd, client, server = cand
+        metrics = {
+            str(k): float(v)
+            for k, v in dict(rec.get("metrics") or {}).items()
+            if isinstance(v, int | float)
+        }
+        proposal = Proposal(
+            session_id=plan.session,
+            version=ver,
+            round=rnd,
+            weights_sha256=wsha,
+            client_sha256=plan.client_sha256,
+            server_sha256=plan.server_sha256,
+            metrics=metrics,
+        )
+        now = time.monotonic()
+        self._resumed = self.core.adopt(proposal, client, server, now)
+        self.lifecycle = self._new_lifecycle(proposal, now, on_ledger=True)
+        log.info("adopted open proposal: version %d of round %d", ver, rnd)
+
+    def _new_lifecycle(self, p: Proposal, now: float, *, on_ledger: bool) -> ProposalLifecycle:
+        return ProposalLifecycle(
+            p, now=now, deadline_s=self.config.proposal_deadline_s, on_ledger=on_ledger
+        )
+
     def _execute(self, actions: list[Publish | SubmitTx]) -> None:
+        proposed = False
         for a in actions:
             if isinstance(a, Publish):
                 self.link.publish(a.topic, a.payload, qos=a.qos, retain=a.retain)
+            elif a.kind == "model_propose" and self.core.proposal is not None:
+                p = self.core.proposal
+                if self.config.state_dir is not None:
+                    try:
+                        save_candidate(
+                            self.config.state_dir, p.version, p.round, *self.core.candidate_halves()
+                        )
+                    except SpoolError as exc:  # a restart then supersedes instead of adopting
+                        log.error("candidate of version %d not saved: %s", p.version, exc)
+                self.lifecycle = self._new_lifecycle(p, time.monotonic(), on_ledger=False)
+                proposed = True
             else:
-                self._pending.append(a)
-        while self._pending:
-            tx = self._pending[0]
-            if tx.kind == "model_finalise" and not self._finalise_due():
-                self._pending.pop(0)  # one finalise in flight at a time
-                continue
-            try:
-                txid = self.ledger.submit(
-                    make_tx(
-                        tx.kind,
-                        tx.body,
+                log.error("unexpected tx from the core: %s", a.kind)
+        if proposed:  # submit at once; later steps run on the poll
+            self._drive_proposal(time.monotonic())
+
+    def _drive_proposal(self, now: float) -> None:
+        """One step of the proposal lifecycle: receipt, record, submit, decision."""
+        lc = self.lifecycle
+        if lc is None:
+            return
+        try:
+            txid = lc.awaiting_receipt
+            r = None if txid is None else self.ledger.receipt(txid)
+            if r is not None:
+                kind = lc.in_flight_kind or "tx"
+                lc.on_receipt(valid=r.valid, reason=r.reason, now=now)
+                if not r.valid:
+                    self.invalid_txs += 1
+                    self.metrics.inc("ledger_invalid", {"kind": kind})
+                    log.error("%s %s was marked invalid: %s", kind, r.txid[:16], r.reason)
+            if not lc.decided:
+                v = lc.proposal.version
+                recs = self.ledger.proposals(lc.proposal.session_id)
+                for x in recs:
+                    if isinstance(x.get("version"), int):
+                        self.core.note_proposed(int(x["version"]))
+                lc.observe(
+                    next((x for x in recs if x.get("version") == v), None),
+                    vote_quorum=self.session.vote_quorum,
+                    validators=len(self.ledger.validators()),
+                    now=now,
+                )
+            if lc.reannounce_due(now):
+                log.info(
+                    "version %d: votes missing, candidate announced again", lc.proposal.version
+                )
+                self._execute(self.core.reannounce())
+            req = lc.due(now)
+            if req is not None:
+                raw = req.raw
+                if raw is None:
+                    raw = make_tx(
+                        req.kind,
+                        req.body,
                         signing_key=self._key,
                         submitter="server",
                         chain_id=self.config.chain_id,
                     )
-                )
-                log.info("%s submitted: %s", tx.kind, txid[:16])
-                if tx.kind == "model_finalise":
-                    self._finalise_txid = txid
-            except LedgerError as exc:
-                log.warning("%s not submitted yet: %s", tx.kind, exc)
-                return
-            self._pending.pop(0)
+                    lc.signed(raw, decode_tx(raw).txid)
+                try:
+                    txid = self.ledger.submit(raw)
+                    lc.sent(now)
+                    log.info("%s submitted: %s", req.kind, txid[:16])
+                except LedgerError as exc:
+                    delay = lc.send_failed(now)
+                    log.warning("%s not submitted (retry in %.1f s): %s", req.kind, delay, exc)
+        except LedgerError as exc:
+            log.warning("ledger unreachable: %s", exc)
+        if lc.decided:
+            log.info("version %d: %s (%s)", lc.proposal.version, lc.outcome.value, lc.reason)
+            self.lifecycle = None
+            actions = self.core.on_proposal_status(lc.outcome, now)
+            self._save_finalised()
+            self._execute(actions)
 
-    def _finalise_due(self) -> bool:
-        """False while a submitted finalise tx has no receipt yet; logs an invalid one."""
-        if self._finalise_txid is None:
-            return True
-        r = self.ledger.receipt(self._finalise_txid)
-        if r is None:
-            return False
-        if not r.valid:
-            log.error("model_finalise %s was marked invalid: %s", r.txid[:16], r.reason)
-        self._finalise_txid = None
-        return True
+    def _save_finalised(self) -> None:
+        if self.config.state_dir is not None and self.core.version != self._saved_version:
+            try:
+                save_finalised(self.config.state_dir, *self.core.finalised_halves())
+                self._saved_version = self.core.version
+            except SpoolError as exc:
+                log.error("finalised halves not saved (retried): %s", exc)
 
     def _poll(self) -> None:
         now = time.monotonic()
         try:
             self.core.registry.on_block(self.ledger.height())
             self._execute(self.core.tick(now))
-            p = self.core.proposal
-            if self.core.phase is Phase.PROPOSED and p is not None:
-                recs = [
-                    r for r in self.ledger.proposals(p.session_id) if r.get("version") == p.version
-                ]
-                status = proposal_status(
-                    recs[0] if recs else None,
-                    vote_quorum=self.session.vote_quorum,
-                    validators=len(self.ledger.validators()),
-                )
-                self._execute(self.core.on_proposal_status(status, now))
-            if self.config.state_dir is not None and self.core.version != self._saved_version:
-                save_finalised(self.config.state_dir, *self.core.finalised_halves())
-                self._saved_version = self.core.version
+            self._drive_proposal(now)
+            self._save_finalised()
         except LedgerError as exc:
             log.warning("ledger unreachable: %s", exc)
 
@@ -191,8 +304,10 @@ class ServerApp:
                 self.metrics, host=self.config.metrics_host, port=self.config.metrics_port
             )
         self.link.connect()
-        first = len(self.ledger.proposals(self.session.session_id))
-        self._execute(self.core.start_round(first, time.monotonic()))
+        if self._resumed is not None:
+            self._execute(self._resumed)  # the adopted candidate, announced again
+        else:
+            self._execute(self.core.start_round(self._first_round, time.monotonic()))
 
     def run(self) -> None:
         next_poll = 0.0

@@ -11,6 +11,7 @@ environment. Example::
     manifest = "/usr/share/splitfed/models/cnn1d/cut1/manifest.json"   # optional
     lr = 0.001
     state_dir = "/var/lib/splitfed-server"   # finalised halves survive a restart
+    proposal_deadline_s = 300   # no vote decision by then: drop the candidate, next round
 
     [round]
     min_devices = 2
@@ -70,6 +71,7 @@ _SECTIONS: dict[str, set[str]] = {
         "poll_interval_s",
         "state_dir",
         "replay_steps",
+        "proposal_deadline_s",
     },
     "round": {
         "min_devices",
@@ -147,6 +149,7 @@ class ServerConfig:
     mqtt: MqttSettings
     metrics_host: str
     metrics_port: int | None
+    proposal_deadline_s: float = 300.0
 
 
 def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> ServerConfig:
@@ -200,6 +203,7 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) 
             0 <= replay_steps <= 64):
         problems.append("server.replay_steps must be an integer in 0..64")
         replay_steps = 0
+    proposal_deadline = num(s, "server", "proposal_deadline_s", 300.0)
     policy: RoundPolicy | None = None
     try:
         policy = RoundPolicy(
@@ -256,6 +260,7 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) 
         mqtt=mqtt,
         metrics_host=host,
         metrics_port=port,
+        proposal_deadline_s=proposal_deadline,
     )
 
 

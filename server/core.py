@@ -18,7 +18,14 @@ Theory of operation. Phases of a round::
   marks the device finished. A gateway-signed :class:`ClientWeights` is that
   group's round aggregate.
 * ``tick(now)``: applies the round policy and the collection deadline.
-* ``on_proposal_status(status)``: the ledger's verdict on the proposal.
+* ``on_proposal_status(status)``: the decision on the proposal (from the
+  app's :class:`server.proposals.ProposalLifecycle`): finalised -> next round
+  from it; rejected, expired or abandoned -> next round from the last
+  finalised version (the next proposal is numbered above every version on
+  the ledger, ``last_proposed``, and so supersedes the undecided one).
+* ``adopt(proposal, halves)``: a restarted server resumes at its own
+  proposal still open on the ledger (halves from its state directory) and
+  announces the candidate again.
 
 Drops are counted (``splitfed_server_rejected_total{reason}``), never raised.
 Not thread-safe: the app drives it from one thread.
@@ -127,6 +134,7 @@ class ServerCore:
         metrics: MetricsRegistry,
         start_seq: int = 0,
         version: int = 0,
+        last_proposed: int = 0,
     ) -> None:
         self.plan = plan
         self._key = signing_key
@@ -142,7 +150,8 @@ class ServerCore:
         self._seq = start_seq
         self.version = version  # last finalised version
         self._proposed: Proposal | None = None
-        self._pending_weights: tuple[np.ndarray, ...] | None = None
+        self._last_proposed = last_proposed  # highest version on the ledger (any proposer)
+        self._candidate_server: tuple[np.ndarray, ...] | None = None
         self.replay = ReplayGuard()  # per gateway kid: endorsement and aggregate seqs
         self._dev_replay: dict[str, ReplayGuard] = {}  # per org, per device
         self.phase = Phase.IDLE
@@ -285,11 +294,9 @@ class ServerCore:
         acc = float(self._evaluate(res.weights, server_w))
         self.metrics.set("accuracy_ratio", acc)
         self.client_weights = res.weights
-        self._pending_weights = res.weights
-        ver = next_version(
-            latest_finalised=self.version,
-            last_proposed=None if self._proposed is None else self._proposed.version,
-        )
+        self._candidate_server = tuple(np.array(w) for w in server_w)
+        ver = next_version(latest_finalised=self.version, last_proposed=self._last_proposed)
+        self._last_proposed = ver
         self._proposed = Proposal(
             session_id=self.plan.session,
             version=ver,
@@ -359,6 +366,47 @@ class ServerCore:
             ]
         return out
 
+    def candidate_halves(self) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+        """``(client half, server half)`` of the pending proposal (saved before proposing)."""
+        assert self._proposed is not None and self._candidate_server is not None
+        return self.client_weights, self._candidate_server
+
+    def adopt(
+        self,
+        proposal: Proposal,
+        client: Sequence[np.ndarray],
+        server: Sequence[np.ndarray],
+        now: float,
+    ) -> list[Publish | SubmitTx]:
+        """Resume at ``proposal`` (already on the ledger): a restarted server's own candidate.
+
+        The candidate is announced again, so gateways that restarted too (or a
+        validator whose vote is still missing) get it; nothing is proposed.
+        """
+        self.round = proposal.round
+        self.phase = Phase.PROPOSED
+        self.tracker = None
+        self._proposed = proposal
+        self._last_proposed = max(self._last_proposed, proposal.version)
+        self.client_weights = tuple(np.array(w) for w in client)
+        self._candidate_server = tuple(np.array(w) for w in server)
+        self.trainer.set_weights(self._candidate_server)
+        self.metrics.set("round", proposal.round)
+        samples = int(proposal.metrics.get("samples", 1))
+        return self._announce_candidate(self._candidate_server, samples)
+
+    def reannounce(self) -> list[Publish | SubmitTx]:
+        """The pending candidate to every gateway again (validators missing a vote)."""
+        if self.phase is not Phase.PROPOSED or self._candidate_server is None:
+            return []
+        assert self._proposed is not None
+        samples = int(self._proposed.metrics.get("samples", 1))
+        return self._announce_candidate(self._candidate_server, samples)
+
+    def note_proposed(self, version: int) -> None:
+        """The ledger holds a proposal of ``version`` (any proposer): number the next above it."""
+        self._last_proposed = max(self._last_proposed, version)
+
     def load_finalised(
         self, version: int, client: Sequence[np.ndarray], server: Sequence[np.ndarray]
     ) -> None:
@@ -383,29 +431,21 @@ class ServerCore:
         if self.phase is not Phase.PROPOSED or self._proposed is None:
             return []
         p = self._proposed
-        if status is ProposalStatus.FINALISABLE:
-            return [
-                SubmitTx(
-                    kind="model_finalise",
-                    body={
-                        "session_id": p.session_id,
-                        "version": p.version,
-                        "weights_sha256": p.weights_sha256,
-                        "client_sha256": p.client_sha256,
-                        "server_sha256": p.server_sha256,
-                    },
-                )
-            ]
         if status is ProposalStatus.FINALISED:
             self.version = p.version
             self._final_client = self.client_weights
             self._final_server = self.trainer.weights()
             self.metrics.set("model_version", p.version)
             return self.start_round(self.round + 1, now)
-        if status is ProposalStatus.REJECTED:
+        if status in (ProposalStatus.REJECTED, ProposalStatus.EXPIRED, ProposalStatus.ABANDONED):
             log.warning(
-                "version %d rejected by the validators; devices keep version %d",
+                "version %d %s; devices keep version %d",
                 p.version,
+                {
+                    ProposalStatus.REJECTED: "rejected by the validators",
+                    ProposalStatus.EXPIRED: "not decided before the proposal deadline",
+                    ProposalStatus.ABANDONED: "abandoned (superseded, or refused by the ledger)",
+                }[status],
                 self.version,
             )
             self.client_weights = self._final_client

@@ -387,6 +387,14 @@ def test_two_orgs_two_devices_train_rounds(
         for dev in devices:
             assert client.device_spend("s1", f"{dev.org}/{dev.name}") == pytest.approx(dev.eps)
         assert [mr.version for mr in client.models("s1")] == sorted(set(expected))
+        # a healthy run (and one with a rejected version) submits no tx the contract refuses
+        invalid = [
+            (h, t["kind"], t["reason"])
+            for h in range(1, client.height() + 1)
+            for t in client.block(h)["txs"]
+            if not t["valid"]
+        ]
+        assert invalid == [] and server.invalid_txs == 0
         if corrupt is not None:
             bad = next(p for p in client.proposals("s1") if p["version"] == 2)
             assert not bad["finalised"]

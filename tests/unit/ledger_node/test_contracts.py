@@ -132,3 +132,54 @@ def test_hostile_input_never_crashes_the_executor(node: LedgerNode, consortium: 
     if not block.results[1].valid:
         assert block.results[1].reason
     assert node.state.root() == root  # executing never mutates the committed state
+
+
+def _prop(version: int, weights: str = H3) -> dict[str, Any]:
+    return {"session_id": "s1", "version": version, "weights_sha256": weights,
+            "client_sha256": H1, "server_sha256": H2, "round": version - 1}
+
+
+def _vote(org: str, version: int, accept: bool = True) -> dict[str, Any]:
+    return {"session_id": "s1", "version": version, "accept": accept}
+
+
+def test_next_proposal_supersedes_an_open_one(node: LedgerNode, consortium: Consortium) -> None:
+    c = consortium
+    _commit(node, c.tx("server", "session_create", session_body()))
+    assert _commit(node, c.tx("server", "model_propose", _prop(1)),
+                   c.tx("org1/validator", "model_vote", _vote("org1", 1))) == [(True, None)] * 2
+    # version 1 stays open (one vote of two); the proposer abandons it by proposing version 2
+    again = c.tx("server", "model_propose", _prop(1, weights="44" * 32))
+    results = _commit(node, again, c.tx("server", "model_propose", _prop(2, weights="44" * 32)))
+    assert results[0] == (False, "version 1 already proposed") and results[1] == (True, None)
+    old = node.state.get("proposal/s1/1")
+    assert old["superseded_by"] == 2 and old["superseded_height"] == node.height
+    assert node.state.get("proposal/s1/2")["round"] == 1
+    # a superseded proposal takes no vote and can never be finalised, even with a quorum
+    results = _commit(node, c.tx("org2/validator", "model_vote", _vote("org2", 1)),
+                      c.tx("server", "model_finalise", _prop(1)))
+    assert [v for v, _ in results] == [False, False]
+    assert all("proposal superseded by version 2" in str(r) for _, r in results)
+    results = _commit(node, c.tx("org1/validator", "model_vote", _vote("org1", 2)),
+                      c.tx("org2/validator", "model_vote", _vote("org2", 2)),
+                      c.tx("server", "model_finalise", _prop(2, weights="44" * 32)))
+    assert results == [(True, None)] * 3
+    assert node.state.get("model/s1")["version"] == 2
+    # a finalised proposal is never marked superseded; versions only go up
+    results = _commit(node, c.tx("server", "model_propose", _prop(3)))
+    assert results == [(True, None)]
+    assert node.state.get("proposal/s1/2")["superseded_by"] is None
+    stale = c.tx("org1/admin", "model_propose", {**_prop(3), "version": 2})
+    [(valid, reason)] = _commit(node, stale)
+    assert not valid and "not newer than the finalised one" in str(reason)
+
+
+def test_versions_above_the_head_only(node: LedgerNode, consortium: Consortium) -> None:
+    c = consortium
+    _commit(node, c.tx("server", "session_create", session_body()))
+    assert _commit(node, c.tx("server", "model_propose", _prop(5))) == [(True, None)]
+    [(valid, reason)] = _commit(node, c.tx("server", "model_propose", _prop(3)))
+    assert not valid and reason == "version 3 is not above the last proposal (5)"
+    assert node.state.get("proposal/s1/5")["superseded_by"] is None
+    [(valid, reason)] = _commit(node, c.tx("server", "model_propose", {**_prop(6), "round": -1}))
+    assert not valid and "round must be an int >= 0" in str(reason)

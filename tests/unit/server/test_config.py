@@ -55,3 +55,12 @@ def test_every_problem_reported_at_once() -> None:
         "server.session",
     ):
         assert needle in text, needle
+
+
+def test_proposal_deadline_default_and_override() -> None:
+    assert parse_config(BASE, env={}).proposal_deadline_s == 300.0
+    env = {"SPLITFED_SERVER_SERVER_PROPOSAL_DEADLINE_S": "45"}
+    assert parse_config(BASE, env=env).proposal_deadline_s == 45.0
+    bad = {**BASE, "server": {**BASE["server"], "proposal_deadline_s": 0}}
+    with pytest.raises(ConfigError, match="proposal_deadline_s must be a number > 0"):
+        parse_config(bad, env={})

@@ -209,8 +209,8 @@ def test_two_orgs_train_rounds_end_to_end_in_memory() -> None:
         prop = [a for a in ledger if isinstance(a, SubmitTx) and a.kind == "model_propose"][-1]
         assert prop.body["version"] == rnd + 1 and prop.body["round"] == rnd
         accs.append(prop.body["metrics"]["accuracy"])
-        route(server.on_proposal_status(ProposalStatus.FINALISABLE, now=1.0))
-        assert isinstance(ledger[-1], SubmitTx) and ledger[-1].kind == "model_finalise"
+        # the finalise tx is the app's proposal lifecycle's job (one submitter, one tx)
+        assert server.on_proposal_status(ProposalStatus.FINALISABLE, now=1.0) == []
         route(server.on_proposal_status(ProposalStatus.FINALISED, now=2.0))
         assert server.version == rnd + 1
         # each gateway is handed the finalised client half to publish with its proof
@@ -347,3 +347,98 @@ def test_quorum_rejection_reverts_to_the_finalised_halves() -> None:
     )
     out = server.tick(now=31.0)
     assert next(x for x in out if isinstance(x, SubmitTx)).body["version"] == 4
+
+
+def _one_org_core(**kw: object) -> tuple[ServerCore, SplitTrainer]:
+    plan = SessionPlan(
+        session="s",
+        rounds=5,
+        groups={"o1": "o1"},
+        model_id="m",
+        cut=1,
+        client_sha256=CLIENT,
+        server_sha256=SERVER_SHA,
+        client_weight_shapes=W_SHAPES,
+        collect_deadline_s=5,
+    )
+    trainer = SplitTrainer(mode=SflMode.SFLV1, groups=["o1"], make_half=FakeHalf, lr=0.3)
+    server = ServerCore(
+        plan=plan,
+        signing_key=_keys("server"),
+        gateway_keys={"o1": _keys("o1.gw").verify_key},
+        registry=CachedRegistry(StaticRegistry()),
+        trainer=trainer,
+        client_weights=(np.zeros(4, np.float32),),
+        evaluator=lambda c, s: 0.5,
+        round_policy=RoundPolicy(min_devices=1, deadline_s=10),
+        metrics=MetricsRegistry(),
+        **kw,  # type: ignore[arg-type]
+    )
+    return server, trainer
+
+
+def _aggregate_round(server: ServerCore, rnd: int, seq: int) -> list[Publish | SubmitTx]:
+    server.tick(now=100.0 * rnd + 10)  # deadline -> collecting
+    server.on_central_up(
+        topics.central_up("o1"),
+        seal(
+            ClientWeights(
+                session="s",
+                round=rnd,
+                device="o1.gateway",
+                seq=seq,
+                model_hash=CLIENT,
+                num_samples=16,
+                weights=(np.full(4, 0.5, np.float32),),
+                weights_dp="unprotected",
+                epsilon_spent=0.0,
+            ),
+            signing_key=_keys("o1.gw"),
+            kid="o1.gateway",
+        ),
+    )
+    return server.tick(now=100.0 * rnd + 11)
+
+
+def test_versions_above_every_ledger_proposal() -> None:
+    server, _ = _one_org_core(version=2, last_proposed=7)
+    server.start_round(2, now=200.0)
+    out = _aggregate_round(server, 2, 1)
+    assert next(x for x in out if isinstance(x, SubmitTx)).body["version"] == 8
+    server.note_proposed(11)  # another proposer's version seen on the ledger meanwhile
+    server.on_proposal_status(ProposalStatus.EXPIRED, now=212.0)  # the deadline passed
+    assert server.version == 2 and server.round == 3 and server.phase is Phase.TRAINING
+    out = _aggregate_round(server, 3, 2)
+    assert next(x for x in out if isinstance(x, SubmitTx)).body["version"] == 12
+
+
+def test_restarted_server_adopts_its_open_proposal() -> None:
+    from server.proposals import Proposal
+
+    server, trainer = _one_org_core(version=1, last_proposed=2)
+    client = (np.full(4, 0.25, np.float32),)
+    half = tuple(np.full_like(w, 0.75) for w in FakeHalf().get_weights())
+    p = Proposal(
+        session_id="s",
+        version=2,
+        round=1,
+        weights_sha256=weights_digest(client),
+        client_sha256=CLIENT,
+        server_sha256=SERVER_SHA,
+        metrics={"accuracy": 0.5, "samples": 16.0},
+    )
+    out = server.adopt(p, client, half, now=0.0)
+    assert server.phase is Phase.PROPOSED and server.round == 1 and server.proposal == p
+    sent = [unseal(a.payload, verify_key=_keys("server").verify_key)[1] for a in out]
+    assert [type(m).__name__ for m in sent] == ["ClientWeights", "ModelAnnouncement"]
+    ann = sent[1]
+    assert isinstance(ann, ModelAnnouncement) and ann.version == 2
+    assert ann.weights_sha256 == weights_digest(client)
+    assert not any(isinstance(a, SubmitTx) for a in out)  # on the ledger already: no propose
+    server.on_proposal_status(ProposalStatus.FINALISED, now=1.0)
+    assert server.version == 2 and server.round == 2 and server.phase is Phase.TRAINING
+    v, fc, fs = server.finalised_halves()
+    assert v == 2
+    np.testing.assert_array_equal(fc[0], client[0])
+    np.testing.assert_array_equal(fs[0], half[0])
+    np.testing.assert_array_equal(trainer.weights()[0], half[0])
