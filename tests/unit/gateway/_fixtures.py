@@ -34,6 +34,7 @@ def policy(**kw: object) -> SessionPolicy:
         min_noise_multiplier=1.0,
         max_epsilon=10.0,
         max_clip_norm=2.0,
+        privacy_mode="sl-dpsgd",  # these sessions average client halves
     )
     args.update(kw)
     return SessionPolicy(**args)  # type: ignore[arg-type]
@@ -41,7 +42,7 @@ def policy(**kw: object) -> SessionPolicy:
 
 def dp(noise: float = 1.1) -> DpParams:
     return DpParams(
-        mode="sl-frozen", clip_norm=1.0, noise_multiplier=noise, label_mode="plain",
+        mode="sl-dpsgd", clip_norm=1.0, noise_multiplier=noise, label_mode="plain",
         label_epsilon=None)
 
 

@@ -73,6 +73,7 @@ def test_two_orgs_train_rounds_end_to_end_in_memory() -> None:
         ]
     )
     policy = SessionPolicy(
+        privacy_mode="sl-dpsgd",
         session="s",
         min_noise_multiplier=0.5,
         max_epsilon=50.0,
@@ -104,6 +105,7 @@ def test_two_orgs_train_rounds_end_to_end_in_memory() -> None:
                     DeviceState(org=o, device=d, online=True, bd_seq=0).to_json(),
                 )
     plan = SessionPlan(
+        privacy_mode="sl-dpsgd",
         session="s",
         rounds=3,
         groups={o: o for o in ORGS},
@@ -163,7 +165,7 @@ def test_two_orgs_train_rounds_end_to_end_in_memory() -> None:
             seq=seqs[d],
             model_hash=CLIENT,
             dp=DpParams(
-                mode="sl-frozen",
+                mode="sl-dpsgd",
                 clip_norm=1.0,
                 noise_multiplier=1.0,
                 label_mode="plain" if labels else "none",
@@ -236,6 +238,7 @@ def test_two_orgs_train_rounds_end_to_end_in_memory() -> None:
 def test_rejected_proposal_keeps_previous_version() -> None:
     server_key = _keys("server")
     plan = SessionPlan(
+        privacy_mode="sl-dpsgd",
         session="s",
         rounds=5,
         groups={"o1": "o1"},
@@ -272,6 +275,7 @@ def test_quorum_rejection_reverts_to_the_finalised_halves() -> None:
     server_key = _keys("server")
     gw = _keys("o1.gw")
     plan = SessionPlan(
+        privacy_mode="sl-dpsgd",
         session="s",
         rounds=5,
         groups={"o1": "o1"},
@@ -351,6 +355,7 @@ def test_quorum_rejection_reverts_to_the_finalised_halves() -> None:
 
 def _one_org_core(**kw: object) -> tuple[ServerCore, SplitTrainer]:
     plan = SessionPlan(
+        privacy_mode="sl-dpsgd",
         session="s",
         rounds=5,
         groups={"o1": "o1"},
