@@ -297,3 +297,49 @@ def test_property_monotone_and_never_above_worst_case(
     assert last == pytest.approx(expect)
     per_record.close()
     worst.close()
+
+
+_mixed = st.lists(
+    st.tuples(st.sampled_from(["row", "step", "label"]), st.floats(0.5, 8.0),
+              st.lists(st.integers(0, 6), min_size=1, max_size=4, unique=True)),
+    min_size=1, max_size=12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(events=_mixed, adjacency=st.sampled_from(["replace", "zero_out"]))
+def test_property_mixed_events_compose_per_record_and_in_any_order(
+        tmp_path_factory: pytest.TempPathFactory, events: list[tuple[str, float, list[int]]],
+        adjacency: str) -> None:
+    """Rows and DP-SGD steps add mu^2 to exactly their records; labels add pure epsilon."""
+    d = tmp_path_factory.mktemp("mixed")
+    s = 2.0 if adjacency == "replace" else 1.0
+
+    def make(kind: str, v: float, ids: list[int]) -> GaussianRelease | DpSgdStep | LabelRelease:
+        if kind == "row":
+            return GaussianRelease(noise_multiplier=v, records=tuple(ids))
+        if kind == "step":
+            return DpSgdStep(noise_multiplier=v, records=tuple(ids))
+        return LabelRelease(epsilon=v / 8, records=tuple(ids))
+
+    fwd = Accountant(epsilon_budget=1e9, delta=1e-5, state_path=d / "f.json",
+                     adjacency=adjacency)  # type: ignore[arg-type]
+    rev = Accountant(epsilon_budget=1e9, delta=1e-5, state_path=d / "r.json",
+                     adjacency=adjacency)  # type: ignore[arg-type]
+    rho: dict[int, float] = {}
+    pure: dict[int, float] = {}
+    for kind, v, ids in events:
+        fwd.spend([make(kind, v, ids)])
+        for i in ids:
+            if kind == "label":
+                pure[i] = pure.get(i, 0.0) + v / 8
+            else:
+                rho[i] = rho.get(i, 0.0) + (s / v) ** 2
+    for kind, v, ids in reversed(events):
+        rev.spend([make(kind, v, ids)])
+    expect = (analytic_gaussian_epsilon(mu=math.sqrt(max(rho.values(), default=0.0)),
+                                        delta=1e-5)
+              + max(pure.values(), default=0.0))
+    assert fwd.epsilon == pytest.approx(expect)
+    assert rev.epsilon == pytest.approx(fwd.epsilon)
+    fwd.close()
+    rev.close()
