@@ -108,7 +108,7 @@ class Batches:
             seq=seq,
             model_hash=self.m.client_sha256,
             dp=DpParams(
-                mode="sl-frozen",
+                mode="sl-dpsgd",
                 clip_norm=1.0, noise_multiplier=noise, label_mode="plain", label_epsilon=None
             ),
             activations=rng.normal(size=(batch, *(shape or self.m.activation_shape))).astype(
@@ -131,7 +131,7 @@ class Batches:
             model_hash=self.m.client_sha256,
             num_samples=8,
             weights=ws,
-            weights_dp="unprotected",
+            weights_dp="dp_sgd",
             epsilon_spent=eps,
         )
         return seal(msg, signing_key=key, kid=device)
@@ -178,7 +178,8 @@ def test_gateway_admits_honest_rejects_attacks_and_records_round(
             "server",
             "session_create",
             session_body(
-                client_sha256=m.client_sha256, server_sha256=m.server_sha256, groups={ORG: [ORG]}
+                client_sha256=m.client_sha256, server_sha256=m.server_sha256, groups={ORG: [ORG]},
+                extra={"privacy_mode": "sl-dpsgd", "labels_public": True},
             ),
         )
     ).valid
@@ -334,7 +335,8 @@ def test_gateway_restart_mid_round_counts_each_message_once(
             "server",
             "session_create",
             session_body(
-                client_sha256=m.client_sha256, server_sha256=m.server_sha256, groups={ORG: [ORG]}
+                client_sha256=m.client_sha256, server_sha256=m.server_sha256, groups={ORG: [ORG]},
+                extra={"privacy_mode": "sl-dpsgd", "labels_public": True},
             ),
         )
     ).valid

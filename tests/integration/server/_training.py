@@ -64,6 +64,8 @@ class Stack:
             f'[session]\nmodel_id = "cnn1d"\ncut = 1\nrounds = {rounds}\nsfl_mode = "v1"\n'
             'groups = { org1 = ["org1"], org2 = ["org2"] }\nmin_noise_multiplier = 0.5\n'
             "clip = 1.0\nmax_epsilon = 50.0\ndelta = 1e-5\nvote_quorum = 2\n"
+            # simulated devices upload DP-SGD client halves and send labels in clear
+            "privacy_mode = \"sl-dpsgd\"\nlabels_public = true\n"
             f'[ledger]\nurl = "{client.base_url}"\nchain_id = "{consortium.genesis.chain_id}"\n'
             f'[mqtt]\nport = {broker.port}\nclient_id = "server"\n'
         )

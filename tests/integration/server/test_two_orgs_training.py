@@ -176,7 +176,7 @@ class Device:
             seq=self.seq,
             model_hash=self.m.client_sha256,
             dp=DpParams(
-                mode="sl-frozen",
+                mode="sl-dpsgd",
                 clip_norm=1.0, noise_multiplier=1.0, label_mode="plain", label_epsilon=None
             ),
             activations=a,
@@ -206,7 +206,7 @@ class Device:
             model_hash=self.m.client_sha256,
             num_samples=STEPS * self.m.max_batch,
             weights=self.rt.get_weights(),
-            weights_dp="unprotected",
+            weights_dp="dp_sgd",
             epsilon_spent=self.eps,
         )
         self.link.publish(
@@ -246,6 +246,8 @@ def test_two_orgs_two_devices_train_rounds(
         f'[session]\nmodel_id = "cnn1d"\ncut = 1\nrounds = {ROUNDS}\nsfl_mode = "v1"\n'
         'groups = { org1 = ["org1"], org2 = ["org2"] }\nmin_noise_multiplier = 0.5\n'
         "clip = 1.0\nmax_epsilon = 50.0\ndelta = 1e-5\nvote_quorum = 2\n"
+            # simulated devices upload DP-SGD client halves and send labels in clear
+            "privacy_mode = \"sl-dpsgd\"\nlabels_public = true\n"
         f'[ledger]\nurl = "{client.base_url}"\nchain_id = "{c.genesis.chain_id}"\n'
         f'[mqtt]\nport = {broker.port}\nclient_id = "server"\n'
     )
