@@ -134,8 +134,13 @@ def load_windows(window: WindowConfig, *, data_dir: str | Path | None = None) ->
         x_test = to_fixed_length(test.series, length=window.length, mode=window.mode)
     except DatasetError as exc:
         raise ConfigError(f"cannot load dataset {window.dataset} from {data_dir}: {exc}") from exc
-    mean, std = norm_constants(
-        standardise_per_window(x_train) if window.per_window else x_train)
+    # Per-window z-scoring already centres and scales every window by its own values, so
+    # the global constants are exactly (0, 1): data-independent, nothing about any record
+    # ships in the manifest. Without it the constants come from the build data, which is
+    # then public by declaration (docs/privacy.md).
+    channels = x_train.shape[1]
+    mean, std = (((0.0,) * channels, (1.0,) * channels) if window.per_window
+                 else norm_constants(x_train))
     return Windows(x_train=x_train, y_train=np.asarray(train.labels, np.int32),
                    x_test=x_test, y_test=np.asarray(test.labels, np.int32),
                    num_classes=len(train.class_names), mean=mean, std=std,
