@@ -91,6 +91,7 @@ class ServerApp:
             collect_deadline_s=config.collect_deadline_s,
             privacy_mode=str(s.extra.get("privacy_mode", "sl-frozen")),
             replay_steps=config.replay_steps,
+            steps_per_round=config.steps_per_round,
         )
         mode = SflMode.SFLV2 if s.sfl_mode in ("v2", "sflv2") else SflMode.SFLV1
         trainer = SplitTrainer(

@@ -79,6 +79,7 @@ _SECTIONS: dict[str, set[str]] = {
         "deadline_s",
         "min_devices_to_commit",
         "collect_deadline_s",
+        "steps_per_round",
     },
     "session": {
         "model_id",
@@ -143,6 +144,7 @@ class ServerConfig:
     round_policy: RoundPolicy
     replay_steps: int
     collect_deadline_s: float
+    steps_per_round: int | None = None
     session_spec: SessionSpec | None
     ledger_url: str
     chain_id: str
@@ -215,6 +217,11 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) 
     except (ConfigError, TypeError, ValueError) as exc:
         problems += exc.problems if isinstance(exc, ConfigError) else [f"[round]: {exc}"]
     collect = num(r, "round", "collect_deadline_s", 60.0)
+    steps = r.get("steps_per_round")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)
+                              or not 1 <= steps <= 100_000):
+        problems.append("round.steps_per_round must be an integer in 1..100000")
+        steps = None
     spec = _session_spec(raw.get("session"), problems)
     host, port = "127.0.0.1", None
     if "listen" in met:
@@ -254,6 +261,7 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) 
         round_policy=policy,
         replay_steps=replay_steps,
         collect_deadline_s=collect,
+        steps_per_round=steps,
         session_spec=spec,
         ledger_url=url,
         chain_id=chain,

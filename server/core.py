@@ -107,6 +107,9 @@ class SessionPlan:
     # received this session (post-processing of released rows: no privacy cost)
     replay_steps: int = 0
     replay_capacity: int = 4096
+    # batches each device trains per round (sent with start_round); a device that sent
+    # that many counts as finished, which is how sl-frozen rounds (no uploads) close early
+    steps_per_round: int | None = None
 
 
 class Phase(enum.Enum):
@@ -159,6 +162,7 @@ class ServerCore:
         self.tracker: RoundTracker | None = None
         self._aggs: dict[str, GroupAggregate] = {}
         self._round_rows = 0
+        self._device_batches: dict[str, int] = {}
         self._replay: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         self._replay_rng = np.random.default_rng()
         self._collect_since = 0.0
@@ -239,7 +243,11 @@ class ServerCore:
         self._aggs = {}
         self._round_rows = 0
         self.metrics.set("round", round_no)
-        return self._broadcast("start_round", {"version": self.version, "lr": self.plan.lr})
+        args: dict[str, str | int | float] = {"version": self.version, "lr": self.plan.lr}
+        if self.plan.steps_per_round is not None:
+            args["steps"] = self.plan.steps_per_round
+        self._device_batches = {}
+        return self._broadcast("start_round", args)
 
     def tick(self, now: float) -> list[Publish | SubmitTx]:
         """Apply the round policy and the collection deadline."""
@@ -524,6 +532,12 @@ class ServerCore:
             return self._drop("model_refused", str(exc))
         self._round_rows += acts.shape[0]
         self._replay_train(group, acts, labels)
+        who = f"{org}/{msg.device}"
+        self._device_batches[who] = self._device_batches.get(who, 0) + 1
+        if (self.plan.privacy_mode == "sl-frozen" and self.tracker is not None
+                and self.plan.steps_per_round is not None
+                and self._device_batches[who] >= self.plan.steps_per_round):
+            self.tracker.finished(who)  # nothing to upload: its last batch ends its round
         self.metrics.inc("batches", {"org": org})
         g = GradientBatch(
             session=msg.session,

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import nacl.signing
 import numpy as np
+import pytest
 
 from gateway.core import Announce, GatewayCore, Publish, SubmitRecord
 from gateway.metrics import MetricsRegistry
@@ -62,7 +63,12 @@ def _evaluator(client: Sequence[np.ndarray], server: Sequence[np.ndarray]) -> fl
     return float(np.mean(np.argmax(half.predict(a + client[0]), 1) == y))
 
 
-def test_two_orgs_train_rounds_end_to_end_in_memory() -> None:
+@pytest.mark.parametrize("mode", ["sl-dpsgd", "sl-frozen"])
+def test_two_orgs_train_rounds_end_to_end_in_memory(mode: str) -> None:
+    """sl-dpsgd: devices upload client halves, gateways average them. sl-frozen: nothing is
+    uploaded (an upload is refused), a device's last batch finishes its round, and every
+    proposal carries the unchanged client half."""
+    frozen = mode == "sl-frozen"
     server_key = _keys("server")
     devices = {f"{o}-d{i}": o for o in ORGS for i in (1, 2)}
     dkeys = {d: _keys(d) for d in devices}
@@ -73,7 +79,7 @@ def test_two_orgs_train_rounds_end_to_end_in_memory() -> None:
         ]
     )
     policy = SessionPolicy(
-        privacy_mode="sl-dpsgd",
+        privacy_mode=mode,
         session="s",
         min_noise_multiplier=0.5,
         max_epsilon=50.0,
@@ -105,7 +111,7 @@ def test_two_orgs_train_rounds_end_to_end_in_memory() -> None:
                     DeviceState(org=o, device=d, online=True, bd_seq=0).to_json(),
                 )
     plan = SessionPlan(
-        privacy_mode="sl-dpsgd",
+        privacy_mode=mode,
         session="s",
         rounds=3,
         groups={o: o for o in ORGS},
@@ -115,6 +121,7 @@ def test_two_orgs_train_rounds_end_to_end_in_memory() -> None:
         server_sha256=SERVER_SHA,
         client_weight_shapes=W_SHAPES,
         lr=0.3,
+        steps_per_round=6 if frozen else None,
     )
     server = ServerCore(
         plan=plan,
@@ -165,7 +172,7 @@ def test_two_orgs_train_rounds_end_to_end_in_memory() -> None:
             seq=seqs[d],
             model_hash=CLIENT,
             dp=DpParams(
-                mode="sl-dpsgd",
+                mode=mode,  # type: ignore[arg-type]
                 clip_norm=1.0,
                 noise_multiplier=1.0,
                 label_mode="plain" if labels else "none",
@@ -202,7 +209,11 @@ def test_two_orgs_train_rounds_end_to_end_in_memory() -> None:
                 epsilon_spent=0.1 * seqs[d],
             )
             o = devices[d]
+            before = gws[o].metrics.value("rejected", {"reason": "dp_below_policy"})
             route(gws[o].on_device_up(topics.up(o, d), seal(cw, signing_key=dkeys[d], kid=d)))
+            if frozen:  # the client half is never uploaded in sl-frozen: refused, counted
+                after = gws[o].metrics.value("rejected", {"reason": "dp_below_policy"})
+                assert after == before + 1
         route(server.tick(now=1.0))  # quorum of 4 finished -> stop_round -> gateways close
         records = [a for a in ledger if isinstance(a, SubmitRecord) and a.body["round"] == rnd]
         assert sorted(r.body["org"] for r in records) == ["o1", "o2"]
@@ -210,6 +221,8 @@ def test_two_orgs_train_rounds_end_to_end_in_memory() -> None:
         route(server.tick(now=1.0))  # both aggregates in -> propose
         prop = [a for a in ledger if isinstance(a, SubmitTx) and a.kind == "model_propose"][-1]
         assert prop.body["version"] == rnd + 1 and prop.body["round"] == rnd
+        if frozen:
+            assert prop.body["weights_sha256"] == weights_digest((np.zeros(4, np.float32),))
         accs.append(prop.body["metrics"]["accuracy"])
         # the finalise tx is the app's proposal lifecycle's job (one submitter, one tx)
         assert server.on_proposal_status(ProposalStatus.FINALISABLE, now=1.0) == []
