@@ -29,7 +29,7 @@ import numpy as np
 from models.datasets.errors import DatasetError
 from models.datasets.ucr import load_split
 from models.datasets.windows import MODES, WindowMode, to_fixed_length
-from models.preprocess import apply_norm, standardise_per_window
+from models.preprocess import apply_norm
 from protocol.errors import ConfigError
 
 DATA_DIR_ENV = "SPLITFED_DATA_DIR"
