@@ -110,6 +110,9 @@ def _stack_options(f: Any) -> Any:
         click.option("--lr", default=0.01, show_default=True, type=float,
                      help="learning rate of both halves (sent with start_round)"),
         click.option("--batch-size", default=8, show_default=True, type=int),
+        click.option("--server-replay-steps", default=0, show_default=True, type=int,
+                     help="extra server-half steps per batch on rows already received "
+                          "(post-processing: no privacy cost)"),
         click.option("--seed", default=0, show_default=True, type=int),
         click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path),
                      default=None, help="default: runs/<timestamp>"),

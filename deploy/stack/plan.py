@@ -52,6 +52,7 @@ class StackOptions:
     steps_per_round: int = 4           # rounds*steps*batch ~ 1-2 epochs of a device's records
     batch_size: int = 8
     lr: float = 0.01
+    server_replay_steps: int = 0       # extra server steps per batch on received rows
     alpha: float = 1.0                 # Dirichlet concentration; smaller = more skewed
     serial_every: int = 2              # every n-th device reads its meter over RTU on a pty
     seed: int = 0
