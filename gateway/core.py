@@ -495,6 +495,9 @@ class GatewayCore:
             return [self._event("round_abandoned", session=session, round=round_no)]
         self.metrics.inc("rounds", {"outcome": "closed"})
         self.metrics.set("round", -1)
+        if self.policy is not None and self.policy.privacy_mode == "none":
+            for v in res.record["devices"].values():  # infinite: recorded as null, not 0
+                v["epsilon"] = v["epsilon_total"] = None
         out: list[Action] = [SubmitRecord(body=res.record)]
         if res.aggregate is not None and self.policy is not None:
             model_hash = next(iter(sorted(self.policy.models)))

@@ -234,10 +234,18 @@ def _round_record(st: Overlay, tx: Tx, height: int) -> None:
     devices = b.get("devices", {})
     _need(isinstance(devices, dict), "devices must map device id -> {samples, epsilon}")
     max_eps = s["dp"]["max_epsilon"]
+    # an explicitly non-private session records no epsilon (it is infinite), never a number
+    non_private = s.get("extra", {}).get("privacy_mode") == "none"
     spends = {}
     for dev, rec in sorted(devices.items()):
         d = st.get(f"device/{org}/{dev}")
         _need(d is not None and not d["revoked"], f"device {org}/{dev} not registered or revoked")
+        if non_private:
+            _need(isinstance(rec, dict) and isinstance(rec.get("samples"), int)
+                  and rec["samples"] >= 0 and rec.get("epsilon") is None,
+                  f"device {dev}: samples must be int >= 0 and epsilon null (non-private "
+                  "session: epsilon is infinite)")
+            continue
         _need(isinstance(rec, dict) and isinstance(rec.get("samples"), int)
               and rec["samples"] >= 0 and _num(rec.get("epsilon")) and rec["epsilon"] >= 0,
               f"device {dev}: samples must be int >= 0 and epsilon a number >= 0")

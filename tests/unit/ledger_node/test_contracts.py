@@ -112,6 +112,22 @@ def test_round_record_spend_and_budget(node: LedgerNode, consortium: Consortium)
     assert node.state.get("spend/s1/org1/d1") == 5.0
 
 
+def test_non_private_session_records_null_epsilon_never_a_number(
+        node: LedgerNode, consortium: Consortium) -> None:
+    c = consortium
+    _commit(node, c.tx("server", "session_create",
+                       session_body(extra={"privacy_mode": "none", "labels_public": True})),
+            c.register("org1", "d1"))
+    rec = {"session_id": "s1", "round": 0, "group": "g1", "envelopes_root": H3,
+           "envelope_count": 10, "devices": {"d1": {"samples": 64, "epsilon": 0.0}},
+           "aggregate_sha256": H1}
+    [(valid, reason)] = _commit(node, c.tx("org1/gateway", "round_record", rec))
+    assert not valid and "epsilon null" in str(reason)  # 0.0 would look like a guarantee
+    ok = {**rec, "devices": {"d1": {"samples": 64, "epsilon": None}}}
+    assert _commit(node, c.tx("org1/gateway", "round_record", ok)) == [(True, None)]
+    assert node.state.get("spend/s1/org1/d1") is None
+
+
 @settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(garbage=st.binary(max_size=200),
        body=st.dictionaries(st.sampled_from(["session_id", "version", "metrics", "extra",
