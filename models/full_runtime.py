@@ -59,6 +59,11 @@ class FullRuntime(_Runtime):
         return cls(_resolve(manifest_or_path), num_threads=num_threads)
 
     @property
+    def max_batch(self) -> int:
+        """Rows per LiteRT call; larger batches must be chunked by the caller."""
+        return self.manifest.max_batch
+
+    @property
     def weight_shapes(self) -> tuple[tuple[int, ...], ...]:
         """Shapes of the weight arrays, in manifest order."""
         return self._weight_shapes
