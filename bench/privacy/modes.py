@@ -11,7 +11,9 @@ runs the same mode without noise or label randomisation.
 * ``fl-dpsgd``: each device runs ``local_steps`` Poisson-sampled DP-SGD steps
   on the whole model per round (:func:`agent.privacy.dpfedavg.dp_fedavg_round`),
   the server averages the updates (equal weights) and applies the mean with
-  ``server_lr`` (FedAvg, optionally with momentum) or FedAdam (post-processing).
+  ``server_lr`` (FedAvg, optionally with momentum) or FedAdam, and the model
+  evaluated is an exponential moving average of the rounds' global weights
+  (``ema``; 0 = the last round's). All of it is post-processing.
   z is calibrated with dp_accounting PLD for ``rounds * local_steps`` steps
   at ``q`` under replace-one adjacency. The epsilon covers x and y of every
   record (labels never leave the device).
@@ -65,6 +67,7 @@ class FlHp:
     server_lr: float = 1.0
     server_momentum: float = 0.0
     server_adam: bool = False  # FedAdam (Reddi et al. 2021), tau = 1e-3; else FedAvg(+momentum)
+    ema: float = 0.0  # evaluate an exponential moving average of the global weights per round
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +131,7 @@ def run_fl_dpsgd(task: Task, epsilon: float | None, seed: int, hp: FlHp) -> dict
     ids = [list(range(len(y))) for _, y in task.devices]
     mom = [np.zeros_like(w) for w in glob]
     sq = [np.zeros_like(w) for w in glob]
+    avg = [w.copy() for w in glob]
     for _ in range(hp.rounds):
         total = [np.zeros_like(w) for w in glob]
         for d, (x, y) in enumerate(task.devices):
@@ -144,7 +148,8 @@ def run_fl_dpsgd(task: Task, epsilon: float | None, seed: int, hp: FlHp) -> dict
         else:
             mom = [hp.server_momentum * m + d for m, d in zip(mom, delta, strict=True)]
             glob = [w + hp.server_lr * m for w, m in zip(glob, mom, strict=True)]
-    rt.set_weights(glob)
+        avg = [hp.ema * a + (1.0 - hp.ema) * w for a, w in zip(avg, glob, strict=True)]
+    rt.set_weights(avg)
     return {"accuracy": accuracy_full(rt, task.x_test, task.y_test), "noise_multiplier": z}
 
 
