@@ -254,3 +254,13 @@ def test_calibration_is_the_smallest_fitting_noise() -> None:
     assert eps(z * 0.97) > 4.0
     with pytest.raises(PrivacyError, match="epsilon"):
         noise_multiplier_for(sampling_prob=0.1, steps=1, epsilon=0.0, delta=1e-5)
+
+
+def test_replace_one_means_sensitivity_2c() -> None:
+    """Without sampling, replace-one at z equals add/remove-one at z/2: a record moves the
+    clipped sum by up to 2C, the project's convention (agent.privacy.events)."""
+    kw = dict(delta=1e-5, value_discretization_interval=1e-3)
+    rep = [PoissonSampledGaussian(noise_multiplier=4.0, sampling_prob=1.0, count=5)]
+    add = [PoissonSampledGaussian(noise_multiplier=2.0, sampling_prob=1.0, count=5)]
+    assert epsilon_for_events(rep, adjacency="replace", **kw) == pytest.approx(
+        epsilon_for_events(add, adjacency="zero_out", **kw), rel=1e-6)
