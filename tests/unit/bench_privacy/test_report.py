@@ -40,6 +40,7 @@ def test_findings_name_the_best_mode_and_its_margin() -> None:
     assert "≥ 0.95 × centralized: met (0.98 ×)" in text
     assert "ε=8 within 2 points of non-private FedAvg: met (+1.0 points)" in text
     assert "ε=1 within 5 points of non-private FedAvg: NOT met (+15.0 points)" in text
+    assert text.startswith("- **Recommendation: fl-dpsgd** is the most accurate private mode")
 
 
 def test_render_puts_findings_first_and_lists_every_row() -> None:
