@@ -10,8 +10,8 @@ the whole model: ``cut`` is the number of layers, ``client_*`` name the file,
 its hash and every weight, ``server_file``/``server_sha256`` are empty and
 ``server_weight_shapes`` is ``()``; ``kind`` is written to JSON only for full
 manifests, so split manifests keep their bytes. :func:`load_manifest`
-validates every field and reports all problems at once; it does not hash the model files (the runtime does,
-on the very bytes it loads).
+validates every field and reports all problems at once; it does not hash
+the model files (the runtime does, on the very bytes it loads).
 
 :func:`weights_sha256` is the canonical hash of a weight list (ledger,
 gateway aggregation, model proposals); it is
