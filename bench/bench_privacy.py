@@ -21,7 +21,8 @@ Writes bench/results/privacy.json and privacy.md (findings first).
 Environment: ``PRIVACY_SEEDS`` (5), ``PRIVACY_EPSILONS`` ("1,4,8"),
 ``PRIVACY_TASKS`` ("PLAID,WATCH,vibration"), ``PRIVACY_MODES``
 ("fl-dpsgd,sl-frozen,sl-dpsgd"), ``PRIVACY_VIB_WINDOWS`` (12500 per machine),
-``PRIVACY_RERENDER=1`` rebuilds privacy.md from the JSON.
+``PRIVACY_RERENDER=1`` rebuilds privacy.md from the JSON, ``PRIVACY_MERGE=1``
+keeps the other tasks' results of the existing JSON (re-run one task).
 """
 
 from __future__ import annotations
@@ -182,6 +183,10 @@ def main() -> None:
                  "val_fraction": VAL_FRACTION},
         "tasks": {}, "skipped": {}}
     RESULTS.mkdir(exist_ok=True)
+    if os.environ.get("PRIVACY_MERGE") == "1" and json_path.is_file():
+        old = json.loads(json_path.read_text())  # keep the tasks this run does not redo
+        data["tasks"] = {k: v for k, v in old.get("tasks", {}).items() if k not in names}
+        data["meta"]["merged_from"] = old.get("meta", {}).get("time")
 
     def sink() -> None:
         data["meta"]["seconds"] = round(time.perf_counter() - t0, 1)
