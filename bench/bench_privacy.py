@@ -64,6 +64,7 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
             pm.FlHp(q=1.0, rounds=15, local_steps=1, lr=2.0, clip=1.0),
             pm.FlHp(q=0.5, rounds=25, local_steps=4, lr=0.5, clip=1.0, ema=0.9),
             pm.FlHp(q=0.25, rounds=50, local_steps=10, lr=0.5, clip=1.0, ema=0.9),
+            pm.FlHp(q=0.25, rounds=100, local_steps=10, lr=0.3, clip=1.0, ema=0.95),
             pm.FlHp(q=0.25, rounds=100, local_steps=10, lr=0.2, clip=5.0),
         ],
         "sl-frozen": _SL_SMALL,
@@ -226,6 +227,15 @@ FLOWER_NOTE = (
 
 # ---- report ----
 
+ORDER = ("PLAID", "WATCH", "vibration")
+
+
+def _tasks(data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Tasks in report order (a merged JSON may hold them in any order)."""
+    return sorted(data["tasks"].items(),
+                  key=lambda kv: ORDER.index(kv[0]) if kv[0] in ORDER else len(ORDER))
+
+
 def _fmt_eps(eps: float | None) -> str:
     return "non-private" if eps is None else f"ε = {eps:g}"
 
@@ -238,7 +248,7 @@ def _best(rows: list[dict[str, Any]], eps: float | None) -> dict[str, Any] | Non
 def recommendation(data: dict[str, Any]) -> list[str]:
     """One line for the demo default: which mode wins where."""
     wins: dict[str, list[str]] = {}
-    for name, t in data["tasks"].items():
+    for name, t in _tasks(data):
         rows = t.get("rows", [])
         for eps in {r["epsilon"] for r in rows if r["epsilon"] is not None}:
             best = _best(rows, eps)
@@ -257,7 +267,7 @@ def recommendation(data: dict[str, Any]) -> list[str]:
 
 def findings(data: dict[str, Any]) -> list[str]:
     lines = recommendation(data)
-    for name, t in data["tasks"].items():
+    for name, t in _tasks(data):
         rows = t.get("rows", [])
         if not rows:
             continue
@@ -328,10 +338,11 @@ def _hp_text(hp: dict[str, Any], mode: str) -> str:
 
 def render(data: dict[str, Any]) -> str:
     meta = data["meta"]
+    total = sum(float(t.get("seconds", 0.0)) for t in data["tasks"].values())
     lines = ["# privacy", "",
              f"{meta['time']}, Python {meta['python']}, {meta['machine']}, "
              f"{meta.get('cpus')} CPUs (shared with other jobs), total "
-             f"{meta.get('seconds', 0):.0f} s for every task, mode, ε, tuning run and seed; "
+             f"{total:.0f} s (sum over tasks) for every task, mode, ε, tuning run and seed; "
              f"{meta['seeds']} seeds per row, δ = {meta['delta']:g}. Sizes were chosen to "
              "keep the whole run near 15 minutes: PLAID and WATCH in full, vibration 4 "
              "machines x 12,500 windows.", "",
@@ -362,7 +373,7 @@ def render(data: dict[str, Any]) -> str:
               "is not on this branch.",
               "- Generators are seeded for reproducibility; the agent uses `secure_rng()`.",
               ""]
-    for name, t in data["tasks"].items():
+    for name, t in _tasks(data):
         setup = t.get("setup", {})
         lines += [f"## {name}", "", f"{setup.get('notes', '')}.", "",
                   f"Devices {setup.get('devices')} ({setup.get('orgs')} orgs), records per "
