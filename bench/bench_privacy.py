@@ -345,7 +345,9 @@ def render(data: dict[str, Any]) -> str:
              f"{total:.0f} s (sum over tasks) for every task, mode, ε, tuning run and seed; "
              f"{meta['seeds']} seeds per row, δ = {meta['delta']:g}. Sizes were chosen to "
              "keep the whole run near 15 minutes: PLAID and WATCH in full, vibration 4 "
-             "machines x 12,500 windows.", "",
+             "machines x 12,500 windows." + (
+                 f" Merged: tasks not re-run at this time come from the run of "
+                 f"{meta['merged_from']}." if meta.get("merged_from") else ""), "",
              "## Findings", ""]
     lines += findings(data) or ["- (no finished task yet)"]
     lines += ["", "## How this was measured", "",
