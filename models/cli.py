@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from models.data import WindowConfig, default_data_dir, default_window
-from models.manifest import file_sha256, list_artifacts, load_manifest
+from models.manifest import file_sha256, list_artifacts, list_full_artifacts, load_manifest
 from models.spec import ZOO
 from models.tflite_ops import format_model_info, read_model_info
 from protocol.errors import ConfigError, ModelError
@@ -52,19 +52,30 @@ _data_dir = click.option("--data-dir", type=click.Path(file_okay=False, path_typ
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="root for <model>/cut<N>/ (default: the packaged models/artifacts)")
+@click.option("--full", is_flag=True,
+              help="export the whole model (fl-dpsgd, <model>/full/) instead of cut pairs")
 @_data_dir
 def build(model_ids: tuple[str, ...], cuts: tuple[int, ...], dataset: str, length: int | None,
           mode: str | None, per_window: bool | None, max_batch: int, seed: int,
-          out: Path | None, data_dir: Path) -> None:
+          out: Path | None, full: bool, data_dir: Path) -> None:
     """Export client/server .tflite pairs and manifests (reproducible; needs TensorFlow)."""
     from models.baseline import spec_for
     from models.data import load_windows
-    from models.export import export_pair
+    from models.export import export_full, export_pair
 
     window = _window(dataset, length, mode, per_window)
     windows = load_windows(window, data_dir=data_dir)
     for model_id in model_ids or sorted(ZOO):
         spec = spec_for(model_id, windows)
+        if full:
+            if cuts:
+                raise ConfigError("--full exports the whole model; do not pass --cut")
+            fm = export_full(spec, out_dir=None if out is None else out / model_id / "full",
+                             max_batch=max_batch, seed=seed, norm_mean=windows.mean,
+                             norm_std=windows.std, norm_per_window=windows.per_window,
+                             dataset=dataset, window=window.as_dict())
+            click.echo(f"{model_id} full: {fm.directory} model {fm.client_sha256[:16]}")
+            continue
         for cut in cuts or spec.cuts:
             spec.check_cut(cut)
             target = None if out is None else out / model_id / f"cut{cut}"
@@ -83,7 +94,8 @@ def inspect(file: Path) -> None:
     if file.is_dir() or file.suffix == ".json":
         m = load_manifest(file)
         click.echo(m.to_json().rstrip())
-        for name, expected in ((m.client_file, m.client_sha256), (m.server_file, m.server_sha256)):
+        files = ((m.client_file, m.client_sha256), (m.server_file, m.server_sha256))
+        for name, expected in files[:1] if m.kind == "full" else files:
             path = m.directory / name
             actual = file_sha256(path)
             status = "OK" if actual == expected else "MISMATCH"
@@ -101,6 +113,9 @@ def list_cmd() -> None:
     for m in list_artifacts():
         click.echo(f"{m.model_id} cut{m.cut} input {m.input_shape} activations "
                    f"{m.activation_shape} classes {m.num_classes} dataset {m.dataset}")
+    for m in list_full_artifacts():
+        click.echo(f"{m.model_id} full input {m.input_shape} classes {m.num_classes} "
+                   f"dataset {m.dataset}")
 
 
 @cli.command()

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from models.manifest import Manifest, artifact_dir
+from models.manifest import Manifest, artifact_dir, full_artifact_dir
 from models.spec import ModelSpec
 from models.tflite_ops import check_builtin_only
-from models.zoo import ServerHalf, build_halves
+from models.zoo import ServerHalf, build_full, build_halves
 from protocol.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,34 @@ def export_pair(spec: ModelSpec, cut: int, *, out_dir: str | Path | None = None,
     (target / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
     log.info("exported %s cut %d to %s (client %d B, server %d B)", spec.model_id, cut, target,
              len(client_bytes), len(server_bytes))
+    return manifest
+
+
+def export_full(spec: ModelSpec, *, out_dir: str | Path | None = None,
+                max_batch: int = DEFAULT_MAX_BATCH, seed: int = 0,
+                norm_mean: tuple[float, ...], norm_std: tuple[float, ...],
+                norm_per_window: bool, dataset: str, window: dict[str, Any],
+                weights: list[np.ndarray] | None = None) -> Manifest:
+    """Write ``model.tflite`` + ``manifest.json`` (kind "full") for the whole of ``spec``.
+
+    Same initial weights as :func:`export_pair` for the same ``seed``.
+    """
+    model_bytes = convert_half(build_full(spec, max_batch=max_batch, seed=seed, weights=weights))
+    target = Path(out_dir) if out_dir is not None else full_artifact_dir(spec.model_id)
+    target.mkdir(parents=True, exist_ok=True)
+    layers = len(spec.layers)
+    manifest = Manifest(
+        kind="full", model_id=spec.model_id, cut=layers, input_shape=spec.input_shape,
+        activation_shape=(spec.num_classes,), num_classes=spec.num_classes,
+        max_batch=max_batch, client_file="model.tflite", server_file="",
+        client_sha256=hashlib.sha256(model_bytes).hexdigest(), server_sha256="",
+        norm_mean=tuple(norm_mean), norm_std=tuple(norm_std), norm_per_window=norm_per_window,
+        client_weight_shapes=spec.weight_shapes(0, layers), server_weight_shapes=(),
+        dataset=dataset, window=dict(window), optimizer={"client": "sgd"}, seed=seed,
+        location=target.resolve())
+    (target / "model.tflite").write_bytes(model_bytes)
+    (target / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
+    log.info("exported full %s to %s (%d B)", spec.model_id, target, len(model_bytes))
     return manifest
 
 

@@ -4,9 +4,14 @@ A manifest is the JSON file written next to ``client.tflite`` and
 ``server.tflite`` by ``splitfed-models build``. It is what every other
 package keys on: the agent loads the client half by manifest, the server the
 server half, envelopes and the ledger quote ``client_sha256`` /
-``server_sha256``. :func:`load_manifest` validates every field and reports
-all problems at once; it does not hash the model files (the runtime does,
-on the very bytes it loads).
+``server_sha256``. A manifest of ``kind == "full"`` (``<model>/full/``,
+the federated ``fl-dpsgd`` tier) describes ONE file, ``model.tflite``, holding
+the whole model: ``cut`` is the number of layers, ``client_*`` name the file,
+its hash and every weight, ``server_file``/``server_sha256`` are empty and
+``server_weight_shapes`` is ``()``; ``kind`` is written to JSON only for full
+manifests, so split manifests keep their bytes. :func:`load_manifest`
+validates every field and reports all problems at once; it does not hash
+the model files (the runtime does, on the very bytes it loads).
 
 :func:`weights_sha256` is the canonical hash of a weight list (ledger,
 gateway aggregation, model proposals); it is
@@ -62,6 +67,11 @@ class Manifest:
     optimizer: dict[str, Any] = field(default_factory=dict, hash=False)
     seed: int = 0
     format_version: int = FORMAT_VERSION
+    # "split": client/server pair at ``cut``. "full": the whole model in ``client_file``
+    # (federated tier, ``fl-dpsgd``): cut = number of layers, activation_shape =
+    # (num_classes,), all weights in client_weight_shapes, server_file/_sha256 "" and
+    # no server weights. Omitted from the JSON when "split" (older manifests stay valid).
+    kind: str = "split"
     location: Path | None = field(default=None, compare=False)  # directory it was loaded from
 
     def __post_init__(self) -> None:
@@ -72,12 +82,18 @@ class Manifest:
     @property
     def directory(self) -> Path:
         """Where the ``.tflite`` files are: the manifest's directory, else the packaged one."""
-        return self.location if self.location is not None else artifact_dir(self.model_id, self.cut)
+        if self.location is not None:
+            return self.location
+        if self.kind == "full":
+            return full_artifact_dir(self.model_id)
+        return artifact_dir(self.model_id, self.cut)
 
     def to_json(self) -> str:
-        """Canonical JSON (sorted keys, ``location`` omitted)."""
+        """Canonical JSON (sorted keys, ``location`` omitted, ``kind`` only if not "split")."""
         data = asdict(self)
         data.pop("location")
+        if data["kind"] == "split":
+            data.pop("kind")
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
@@ -97,13 +113,19 @@ def _validate(m: Manifest) -> list[str]:
         problems.append("num_classes must be >= 2")
     if m.max_batch < 1:
         problems.append("max_batch must be >= 1")
-    for name in ("client_file", "server_file"):
+    if m.kind not in ("split", "full"):
+        problems.append(f"kind must be 'split' or 'full', got {m.kind!r}")
+    full = m.kind == "full"
+    files = ("client_file",) if full else ("client_file", "server_file")
+    for name in files:
         value = getattr(m, name)
         if not value or "/" in value or value.startswith("."):
             problems.append(f"{name} must be a plain file name, got {value!r}")
-    for name in ("client_sha256", "server_sha256"):
+    for name in ("client_sha256",) if full else ("client_sha256", "server_sha256"):
         if not _HEX64.match(getattr(m, name)):
             problems.append(f"{name} must be 64 lower-case hex digits")
+    if full:
+        problems += _validate_full(m)
     channels = m.input_shape[0] if len(m.input_shape) == 2 else -1
     if len(m.norm_mean) != channels or len(m.norm_std) != channels:
         problems.append("norm_mean/norm_std need one value per input channel")
@@ -111,12 +133,25 @@ def _validate(m: Manifest) -> list[str]:
         problems.append("normalisation constants must be finite")
     if any(s <= 0 for s in m.norm_std):
         problems.append("norm_std must be > 0")
-    for name in ("client_weight_shapes", "server_weight_shapes"):
+    for name in ("client_weight_shapes",) if full else ("client_weight_shapes",
+                                                        "server_weight_shapes"):
         shapes = getattr(m, name)
         if not shapes or any(not s or min(s) < 1 for s in shapes):
             problems.append(f"{name} must list positive shapes")
     if (m.input_dtype, m.activation_dtype, m.label_dtype) != ("float32", "float32", "int32"):
         problems.append("dtypes must be float32 input/activations and int32 labels")
+    return problems
+
+
+def _validate_full(m: Manifest) -> list[str]:
+    problems = []
+    if m.server_file or m.server_sha256 or m.server_weight_shapes:
+        problems.append("a full-model manifest has no server file, hash or weights")
+    if m.activation_shape != (m.num_classes,):
+        problems.append(f"a full model outputs ({m.num_classes},), not {m.activation_shape}")
+    if len(m.client_weight_shapes) != 2 * m.cut:
+        problems.append(f"a full model of {m.cut} layers has {2 * m.cut} weight arrays, "
+                        f"manifest lists {len(m.client_weight_shapes)}")
     return problems
 
 
@@ -151,6 +186,7 @@ def manifest_from_dict(data: dict[str, Any], *, location: Path | None = None) ->
             optimizer=dict(data.get("optimizer", {})),
             seed=int(data.get("seed", 0)),
             format_version=int(data.get("format_version", FORMAT_VERSION)),
+            kind=str(data.get("kind", "split")),
             location=location,
         )
     except (KeyError, IndexError, TypeError, ValueError) as exc:
@@ -176,6 +212,18 @@ def load_manifest(path: str | Path) -> Manifest:
 def artifact_dir(model_id: str, cut: int) -> Path:
     """Packaged artifact directory ``models/artifacts/<model_id>/cut<N>``."""
     return ARTIFACTS_ROOT / model_id / f"cut{cut}"
+
+
+def full_artifact_dir(model_id: str) -> Path:
+    """Packaged full-model artifact directory ``models/artifacts/<model_id>/full``."""
+    return ARTIFACTS_ROOT / model_id / "full"
+
+
+def list_full_artifacts(root: str | Path | None = None) -> list[Manifest]:
+    """Every full-model manifest (``<model>/full/``) under ``root``, sorted by id."""
+    base = Path(root) if root is not None else ARTIFACTS_ROOT
+    found = [load_manifest(p) for p in sorted(base.glob("*/full/manifest.json"))]
+    return sorted(found, key=lambda m: m.model_id)
 
 
 def list_artifacts(root: str | Path | None = None) -> list[Manifest]:

@@ -27,6 +27,10 @@ the runtime pads other smaller batches. Padded rows are marked with label ``-1``
 zero one-hot row, excluded from the mean loss) and get a zero upstream
 gradient on the client, so they never change a weight.
 
+:class:`FullModel` is all layers in one module (the ``fl-dpsgd`` tier): the
+same forward/backward, with per-example gradients of each example's own
+cross-entropy (``dlogits = (softmax - onehot) * mask``, not divided by B).
+
 The client half trains with plain SGD (``w -= lr * g``, so that DP-SGD can
 hand it a noisy mean). The server half keeps Adam state (Keras' formulation:
 ``lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t)``, ``w -= lr_t * m / (sqrt(v) + eps)``).
@@ -308,3 +312,65 @@ def build_halves(spec: ModelSpec, cut: int, *, max_batch: int, seed: int,
     client = ClientHalf(spec, cut, ws[: 2 * cut], max_batch=max_batch)
     server = ServerHalf(spec, cut, ws[2 * cut:], max_batch=max_batch)
     return client, server
+
+
+class FullModel(_Half):
+    """The whole model on the device (``fl-dpsgd``: federated tier, cut = number of layers).
+
+    Signatures: ``predict`` / ``predict_single`` (class probabilities),
+    ``per_example_grads`` (each example's gradient of ITS OWN cross-entropy,
+    not the batch mean, as ``(B, *w.shape)`` per weight; rows labelled ``-1``
+    are padding and get exactly zero), ``apply`` (``w -= lr * g``, plain SGD
+    with a gradient already aggregated, e.g. by DP-SGD), ``get_weights`` and
+    ``set_weights``. The device never trains without clipping and noise, so
+    there is no fused train step.
+    """
+
+    def __init__(self, spec: ModelSpec, weights: list[np.ndarray], *, max_batch: int) -> None:
+        super().__init__(spec, 0, len(spec.layers), weights, max_batch=max_batch, name="full")
+        channels, length = spec.input_shape
+        x = tf.TensorSpec([max_batch, channels, length], tf.float32, name="x")
+        x1 = tf.TensorSpec([1, channels, length], tf.float32, name="x")
+        y = tf.TensorSpec([max_batch], tf.int32, name="labels")
+        lr = tf.TensorSpec([], tf.float32, name="lr")
+        self.sig_fns = {
+            "predict": tf.function(self._sig_predict, input_signature=[x]),
+            "predict_single": tf.function(self._sig_predict, input_signature=[x1]),
+            "per_example_grads": tf.function(self._sig_per_example, input_signature=[x, y]),
+            "apply": tf.function(self._sig_apply,
+                                 input_signature=[*self.weight_specs("g"), lr]),
+            "get_weights": tf.function(self._weights_dict, input_signature=[]),
+            "set_weights": tf.function(self._sig_set, input_signature=self.weight_specs("w")),
+        }
+
+    def _input(self, x: Tensor) -> Tensor:
+        return tf.transpose(x, [0, 2, 1])  # (B, C, L) -> channels-last (B, L, C)
+
+    def _sig_predict(self, x: Tensor) -> dict[str, Tensor]:
+        logits, _ = self._forward(self._input(x))
+        return {"probabilities": tf.nn.softmax(logits)}
+
+    def _sig_per_example(self, x: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        logits, caches = self._forward(self._input(x))
+        onehot = tf.one_hot(labels, self.spec.num_classes, dtype=tf.float32)  # -1 -> zero row
+        mask = tf.reduce_sum(onehot, axis=1, keepdims=True)
+        dlogits = (tf.nn.softmax(logits) - onehot) * mask  # d(own loss)/d(own logits)
+        _, grads = self._backward(caches, dlogits, per_sample=True, need_dx=False)
+        return {f"g{j:02d}": g for j, g in enumerate(grads)}
+
+    def _sig_apply(self, *args: Tensor) -> dict[str, Tensor]:
+        *grads, lr = args
+        for v, g in zip(self.w, grads, strict=True):
+            v.assign_sub(lr * g)
+        return {"applied": tf.constant(1, tf.int32)}
+
+    def _sig_set(self, *ws: Tensor) -> dict[str, Tensor]:
+        self._assign(list(ws))
+        return {"applied": tf.constant(1, tf.int32)}
+
+
+def build_full(spec: ModelSpec, *, max_batch: int, seed: int,
+               weights: list[np.ndarray] | None = None) -> FullModel:
+    """The whole model with initial weights from ``seed`` (the same as :func:`build_halves`)."""
+    ws = initial_weights(spec, seed=seed) if weights is None else weights
+    return FullModel(spec, ws, max_batch=max_batch)

@@ -23,6 +23,13 @@ loss, g = s.train(c.forward(x), np.array([0, 1, 2, 3]), lr=1e-3)
 c.backward(x, g, lr=0.01)
 c.apply([p.sum(0) for p in c.grads(x, g)], lr=0.01)
 rc = main(["inspect", str(artifact_dir("mlp", 1))])
+from models.full_runtime import FullRuntime
+from models.manifest import full_artifact_dir
+f = FullRuntime.from_manifest(full_artifact_dir("mlp_dp"))
+f.apply([p.sum(0) for p in f.per_example_grads(f.normalise(
+    np.random.default_rng(1).standard_normal((3, *f.manifest.input_shape))),
+    np.array([0, 1, 2]))], lr=0.01)
+rc += main(["inspect", str(full_artifact_dir("mlp_dp"))])
 heavy = sorted(k for k in sys.modules if k.split(".")[0] in ("tensorflow", "keras", "tf_keras"))
 print(json.dumps({"heavy": heavy, "loss": loss, "rc": rc}))
 """
