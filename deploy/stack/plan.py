@@ -54,6 +54,9 @@ class StackOptions:
     alpha: float = 1.0                 # Dirichlet concentration; smaller = more skewed
     serial_every: int = 2              # every n-th device reads its meter over RTU on a pty
     seed: int = 0
+    # the server's round policy ([round] in server.toml); the launcher's waits derive from it
+    round_deadline_s: float = 120.0
+    collect_deadline_s: float = 60.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -67,10 +70,13 @@ class StackOptions:
             problems.append("--epsilon must be > 0 (or omitted for a non-private run)")
         if self.steps_per_round < 1 or self.batch_size < 1 or not self.lr > 0:
             problems.append("steps, batch size and learning rate must be positive")
+        if not (0 < self.round_deadline_s <= 3600 and 0 < self.collect_deadline_s <= 3600):
+            problems.append("round and collection deadlines must be in (0, 3600] s")
         if self.label_dp and self.epsilon is None:
             problems.append("--label-dp needs an --epsilon budget")
         if self.ledger == "etcd" and self.orgs < 3:
-            problems.append("--ledger etcd needs at least 3 organisations (Raft quorum, 2f+1)")
+            problems.append("--ledger etcd needs at least 3 organisations (Raft quorum, 2f+1; "
+                            "the default with --ledger etcd)")
         if problems:
             raise ConfigError(problems)
 
