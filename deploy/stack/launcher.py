@@ -37,7 +37,7 @@ serve records again. Every wait has a deadline: start-up of each process
 (ledger 60 s, broker 30 s, etcd 30 s, meter 60 s, agent 90 s, gateway 60 s),
 the meters' records (300 s) and each round: :func:`round_budget_s` =
 ``round_deadline_s`` + ``collect_deadline_s`` (the server's round policy,
-120 + 60 s by default) + :data:`DECIDE_S` (60 s for the votes and the
+120 + 60 s by default) + ``decide_s`` (60 s for the votes and the
 finalise) + the supervisor's worst-case backoff (23 s) = 263 s by default,
 plus :data:`FIRST_ROUND_EXTRA_S` (120 s) for the first round's start-up. A
 round that is not decided in time fails the run with what the ledger shows;
@@ -81,7 +81,7 @@ from protocol.errors import SplitfedError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DECIDE_S", "RESTART", "StackRun", "round_budget_s"]
+__all__ = ["RESTART", "StackRun", "round_budget_s"]
 
 CHAIN_ID = "splitfed-demo"
 VIBRATION_LENGTH = 256
@@ -89,7 +89,6 @@ BIN = Path(sys.executable).parent
 
 RESTART = RestartPolicy()          # Restart=on-failure, RestartSec 1 s doubling to 8 s,
                                    # StartLimitBurst 5 in 300 s
-DECIDE_S = 60.0                    # proposal -> votes -> finalise (measured ~1 s on loopback)
 FIRST_ROUND_EXTRA_S = 120.0        # the first round also loads the model in every process
 REPORT_EVERY_S = 30.0              # a progress line when no round was decided for this long
 EXIT_GRACE_S = 60.0                # the server exits after the last round is decided
@@ -97,7 +96,7 @@ EXIT_GRACE_S = 60.0                # the server exits after the last round is de
 
 def round_budget_s(o: StackOptions) -> float:
     """Longest a round may take before the launcher gives up on the run (see above)."""
-    return (o.round_deadline_s + o.collect_deadline_s + DECIDE_S
+    return (o.round_deadline_s + o.collect_deadline_s + o.decide_s
             + RESTART.worst_case_backoff_s)
 
 # services whose processes stay up until the summary is written (it reads the ledger)
@@ -393,7 +392,7 @@ class StackRun:
             budget = round_budget_s(o)
             self.echo(f"training ... (deadline per round {budget:.0f} s = round "
                       f"{o.round_deadline_s:.0f} + collect {o.collect_deadline_s:.0f} + decide "
-                      f"{DECIDE_S:.0f} + restart backoff {RESTART.worst_case_backoff_s:.0f}; "
+                      f"{o.decide_s:.0f} + restart backoff {RESTART.worst_case_backoff_s:.0f}; "
                       f"first round +{FIRST_ROUND_EXTRA_S:.0f} s)")
             server = self.procs.start("server", [_bin("splitfed-server"), "run", "--config",
                                                  str(server_cfg)], critical=False,
@@ -404,8 +403,11 @@ class StackRun:
             self.stop_services()
             summary = summarise(self, plan, genesis, manifest, history)
         except (KeyboardInterrupt, SplitfedError) as exc:
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            self._finish_partial(status, str(exc), plan, genesis, manifest)
+            if isinstance(exc, KeyboardInterrupt):
+                self._finish_partial("interrupted", "Ctrl-C (SIGINT) or SIGTERM", plan,
+                                     genesis, manifest)
+            else:
+                self._finish_partial("failed", str(exc), plan, genesis, manifest)
             raise
         finally:
             self.close()

@@ -57,6 +57,7 @@ class StackOptions:
     # the server's round policy ([round] in server.toml); the launcher's waits derive from it
     round_deadline_s: float = 120.0
     collect_deadline_s: float = 60.0
+    decide_s: float = 60.0             # the launcher's allowance for the votes and finalise
 
     def __post_init__(self) -> None:
         problems = []
@@ -70,8 +71,9 @@ class StackOptions:
             problems.append("--epsilon must be > 0 (or omitted for a non-private run)")
         if self.steps_per_round < 1 or self.batch_size < 1 or not self.lr > 0:
             problems.append("steps, batch size and learning rate must be positive")
-        if not (0 < self.round_deadline_s <= 3600 and 0 < self.collect_deadline_s <= 3600):
-            problems.append("round and collection deadlines must be in (0, 3600] s")
+        if not all(0 < v <= 3600 for v in (self.round_deadline_s, self.collect_deadline_s,
+                                            self.decide_s)):
+            problems.append("round, collection and decision deadlines must be in (0, 3600] s")
         if self.label_dp and self.epsilon is None:
             problems.append("--label-dp needs an --epsilon budget")
         if self.ledger == "etcd" and self.orgs < 3:
