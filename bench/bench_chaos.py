@@ -45,7 +45,7 @@ def parse_junit(path: Path) -> list[dict[str, Any]]:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "chaos.xml"
-        argv = [sys.executable, "-m", "pytest", "tests/chaos", "-m", "slow", "-q",
+        argv = [sys.executable, "-m", "pytest", "tests/chaos", "-m", "slow", "-v", "-rfE",
                 "-p", "no:cacheprovider", f"--junitxml={report}"]
         if os.environ.get("CHAOS_K"):
             argv += ["-k", os.environ["CHAOS_K"]]
