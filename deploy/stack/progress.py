@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from deploy.stack.configs import vote_quorum
 from deploy.stack.plan import StackPlan
 from deploy.stack.procs import Child, StackError
+from deploy.stack.supervise import failed
 from ledger_node.tx import decode_tx
 from protocol.errors import LedgerError
 
@@ -199,11 +200,13 @@ class Watcher:
                 if on_progress is not None:
                     on_progress(snap)
             if not server.alive() and not server.restarting:
-                if server.gave_up or server.proc.returncode not in (0, None):
+                code = server.proc.returncode
+                # a failure the supervisor has not seen yet is restarted on its next pass
+                if server.gave_up or (failed(code) and server.restart is None):
                     raise StackError(f"server exited with {server.proc.returncode}"
                                      f"{' (restart limit reached)' if server.gave_up else ''}:"
                                      f"\n{server.log_tail()}")
-                if seen >= rounds or not proposals:
+                if not failed(code) and (seen >= rounds or not proposals):
                     return self.history
             dead = self.run.procs.dead_critical()
             if dead:
