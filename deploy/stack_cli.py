@@ -32,8 +32,7 @@ def _progress_line(h: dict[str, Any]) -> str:
     state = "finalised" if h["finalised"] else "REJECTED"
     restarts = f"  restarts {h['restarts']}" if h.get("restarts") else ""
     return (f"round {h['round'] + 1:>3}  acc {_fmt(h['accuracy'])}  "
-            f"eps max {_fmt(h['epsilon_max'], '.2f')} mean {_fmt(h['epsilon_mean'], '.2f')} "
-            f"(ledger max {_fmt(h.get('epsilon_ledger_max'), '.2f')})  "
+            f"eps max {_fmt(h['epsilon_max'], '.2f')} mean {_fmt(h['epsilon_mean'], '.2f')}  "
             f"msgs ok {int(h['accepted']):>5} rejected {int(h['rejected']):>3}  "
             f"height {h['ledger_height']:>4}  v{h['version']} {state} "
             f"(model v{h['finalised_version']})  {h['elapsed_s']:.0f}s{restarts}")

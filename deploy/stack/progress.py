@@ -76,6 +76,36 @@ class Watcher:
     def __init__(self, run: StackRun, plan: StackPlan, *, gateway_metrics: dict[str, int]) -> None:
         self.run, self.plan, self.ports = run, plan, gateway_metrics
         self.history: list[dict[str, Any]] = []
+        self._scanned = 0                                  # ledger blocks read so far
+        self._round_eps: dict[int, dict[str, float]] = {}  # round -> device -> epsilon
+
+    def scan_ledger(self, client: Any) -> None:
+        """Read new blocks: the epsilon each valid ``round_record`` charged each device."""
+        height = client.height()
+        while self._scanned < height:
+            for t in client.block(self._scanned + 1).get("txs", []):
+                if t.get("valid") and t.get("kind") == "round_record":
+                    tx = decode_tx(bytes.fromhex(t["data"]))
+                    org = tx.submitter.partition("/")[0]
+                    by_dev = self._round_eps.setdefault(int(tx.body["round"]), {})
+                    for dev, rec in dict(tx.body.get("devices", {})).items():
+                        key = f"{org}/{dev}"
+                        by_dev[key] = by_dev.get(key, 0.0) + float(rec["epsilon"])
+            self._scanned += 1
+
+    def ledger_epsilons(self, through_round: int) -> dict[str, float]:
+        """Each device's epsilon as the ledger recorded it for rounds 0..``through_round``.
+
+        The same figure as the summary's ``epsilon_ledger`` once every round is in, and
+        exact at the end of each round: the agents' accountants already count the next
+        round's first releases by the time a proposal is decided.
+        """
+        out = {f"{d.org}/{d.device}": 0.0 for d in self.plan.devices}
+        for rnd, by_dev in self._round_eps.items():
+            if rnd <= through_round:
+                for dev, eps in by_dev.items():
+                    out[dev] = out.get(dev, 0.0) + eps
+        return out
 
     def agent_status(self) -> dict[str, dict[str, Any]]:
         out = {}
@@ -110,23 +140,23 @@ class Watcher:
 
     def snapshot(self, proposal: dict[str, Any]) -> dict[str, Any]:
         client = self.run.ledger_client()
-        eps = self.epsilons()
-        ledger_eps = []
-        for d in self.plan.devices:
-            try:
-                ledger_eps.append(client.device_spend(SESSION, f"{d.org}/{d.device}"))
-            except LedgerError:
-                continue
+        self.scan_ledger(client)
+        rnd = len(self.history)
+        eps = self.ledger_epsilons(rnd)
+        accountant = self.epsilons()
         accepted, rejected = self.counts()
         finalised = [m.version for m in client.models(SESSION)]
         metrics = proposal.get("metrics", {})
-        return {"round": len(self.history), "version": proposal.get("version"),
+        return {"round": rnd, "version": proposal.get("version"),
                 "accuracy": metrics.get("accuracy"), "loss": metrics.get("loss"),
                 "finalised": bool(proposal.get("finalised")),
                 "finalised_version": max(finalised) if finalised else 0,
+                # recorded on the ledger for rounds up to this one (see ledger_epsilons)
                 "epsilon_max": max(eps.values()) if eps else 0.0,
                 "epsilon_mean": sum(eps.values()) / len(eps) if eps else 0.0,
-                "epsilon_ledger_max": max(ledger_eps) if ledger_eps else None,
+                "epsilon_per_device": eps,
+                # the accountant files now (may include the next round's first batches)
+                "epsilon_accountant_max": max(accountant.values()) if accountant else None,
                 "accepted": accepted, "rejected": rejected, "ledger_height": client.height(),
                 "restarts": len(self.run.restarts),
                 "elapsed_s": round(time.monotonic() - self.run.started, 1)}

@@ -54,6 +54,9 @@ def test_private_stack_learns_within_budget_and_ledger_verifies(tmp_path: Path,
         assert d["epsilon_agent"] is not None and 0 < d["epsilon_agent"] <= 200.0
         assert d["epsilon_ledger"] == pytest.approx(d["epsilon_agent"], rel=1e-9)
         assert d["batches"] > 0
+        # the last round's progress line reports the summary's figure (issue 15b)
+        assert rounds_seen[-1]["epsilon_per_device"][d["device"]] == pytest.approx(  # type: ignore[index]
+            d["epsilon_ledger"], rel=1e-9)
     assert summary["within_budget"] is True
     # honest devices: nothing rejected by any gateway
     assert all(not any(reasons.values()) for reasons in summary["rejected_by_reason"].values())
