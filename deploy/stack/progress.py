@@ -209,13 +209,16 @@ class Watcher:
         deadline = last + budget + extra
         next_report = last + every
         seen = 0
+        exit_seen = False  # the server had exited 0 before this pass read the proposals
         proposals: list[dict[str, Any]] = []
         while True:
             self.run.supervise()
             client = self.run.ledger_client()
             # the node may be busy cutting a block, or restarting: keep the last answer
+            fresh = False
             with contextlib.suppress(LedgerError):
                 proposals = sorted(client.proposals(SESSION), key=lambda p: p["version"])
+                fresh = True
             decided = [p for p in proposals if self._decided(p)]
             while seen < len(decided):
                 try:
@@ -238,6 +241,12 @@ class Watcher:
                                      f"\n{server.log_tail()}")
                 if not failed(code) and (seen >= rounds or not proposals):
                     return self.history
+                if not failed(code) and seen == len(proposals) and exit_seen and fresh:
+                    # finished (and the proposals were read after it exited): nothing is
+                    # left to decide, yet rounds are missing
+                    raise StackError(f"the server finished the session with {seen} of "
+                                     f"{rounds} rounds decided:\n{server.log_tail()}")
+                exit_seen = not failed(code)
             dead = self.run.procs.dead_critical()
             if dead:
                 raise StackError(f"{dead[0].name} exited ({dead[0].proc.returncode})"
