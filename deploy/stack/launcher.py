@@ -66,10 +66,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from deploy.broker import MOSQUITTO, MosquittoBroker, free_port
+from deploy.broker import MOSQUITTO, MosquittoBroker
 from deploy.stack import configs
 from deploy.stack.plan import DevicePlan, StackOptions, StackPlan, make_plan
-from deploy.stack.procs import Child, ProcessGroup, StackError, port_open, wait_until
+from deploy.stack.procs import Child, ProcessGroup, StackError, listen_port, port_open, wait_until
 from deploy.stack.supervise import RestartEvent, RestartPolicy
 from deploy.stack.tsfile import write_ts
 from ledger_node.client import LedgerClient
@@ -135,6 +135,7 @@ class StackRun:
         self.passwords: dict[str, Path] = {}
         self.started = time.monotonic()
         self.restarts: list[RestartEvent] = []
+        self._ports: set[int] = set()
         self.watcher: Any = None
 
     # -- preparation ------------------------------------------------------------------
@@ -245,7 +246,7 @@ class StackRun:
             self._cli([_bin("splitfed-ledger"), "init", "--genesis",
                        str(genesis_dir / "genesis.json"), "--data-dir", str(data)],
                       f"ledger init {node_id}")
-            port = free_port()
+            port = self.port()
             cfg = self.root / "config" / f"ledger-{node_id}.toml"
             cfg.write_text(configs.ledger_toml(data_dir=data, port=port, node_id=node_id,
                                                validator_keys=vkeys, etcd_endpoints=endpoints))
@@ -262,7 +263,7 @@ class StackRun:
         users.update({configs.mqtt_user(org, "gateway"): "" for org in plan.orgs})
         users.update({"server": "", "monitor": ""})
         passwords = {u: self._password(u).read_text().strip() for u in users}
-        self.broker = MosquittoBroker(self.root / "broker", users=passwords,
+        self.broker = MosquittoBroker(self.root / "broker", port=self.port(), users=passwords,
                                       acl=configs.acl_text(plan))
         # supervised like the other services (own session; a restart keeps the port and the
         # persisted sessions in broker/data/); MosquittoBroker writes the configuration
@@ -345,14 +346,14 @@ class StackRun:
             self._start_ledger(plan, genesis_dir)
             self._start_broker(plan)
             assert self.broker is not None
-            ports = {org: free_port() for org in plan.orgs}
+            ports = {org: self.port() for org in plan.orgs}
             server_cfg = self.root / "config" / "server.toml"
             server_cfg.write_text(configs.server_toml(
                 plan, signing_key=genesis_dir / "keys" / "server.key",
                 data_dir=self.root / "data" / "server", manifest=manifest_path,
                 ledger_url=self.ledger_urls[plan.orgs[0]],
                 chain_id=CHAIN_ID, mqtt_port=self.broker.port,
-                password_file=self.passwords["server"], metrics_port=free_port(),
+                password_file=self.passwords["server"], metrics_port=self.port(),
                 state_dir=self.root / "server-state"))
             self._cli([_bin("splitfed-server"), "session", "create", "--config", str(server_cfg)],
                       "session create")
@@ -444,6 +445,10 @@ class StackRun:
             self.restarts.append(e)
             self.echo(e.describe())
         return events
+
+    def port(self) -> int:
+        """A listening port for one service, kept across its restarts (see listen_port)."""
+        return listen_port(self._ports)
 
     def child(self, name: str) -> Child:
         return self.procs.get(name)

@@ -29,6 +29,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -42,7 +43,10 @@ from protocol.errors import SplitfedError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ProcessGroup", "StackError", "port_open", "wait_until"]
+__all__ = ["ProcessGroup", "StackError", "listen_port", "port_open", "wait_until"]
+
+_EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LISTEN_FLOOR = 10000
 
 
 class StackError(SplitfedError):
@@ -69,6 +73,38 @@ def wait_until(pred: Callable[[], bool], *, timeout: float, what: str,
             report(f"still waiting for {what}: {now - start:.0f} s of {timeout:.0f} s")
             next_report = now + report_every
         time.sleep(interval)
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(_EPHEMERAL.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def listen_port(taken: set[int], *, rng: random.Random | None = None) -> int:
+    """A free loopback port *below* the kernel's ephemeral range, not in ``taken``.
+
+    A port from ``bind(0)`` is an ephemeral port: between choosing it and the service
+    binding it (tens of seconds for the server, and again at every restart) any outgoing
+    connection on the machine (every HTTP poll of the ledger) may get it as its local
+    port, and the service then fails with "address already in use". Below the range no
+    outgoing connection takes it. The port is added to ``taken``.
+    """
+    rng = rng or random.Random()  # noqa: S311 - choosing a port, not a secret
+    high = _ephemeral_low()
+    for _ in range(200):
+        port = rng.randrange(_LISTEN_FLOOR, high)
+        if port in taken:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        taken.add(port)
+        return port
+    raise StackError(f"no free port in {_LISTEN_FLOOR}..{high} after 200 tries")
 
 
 def port_open(host: str, port: int) -> bool:

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from deploy.stack.procs import ProcessGroup, wait_until
+from deploy.stack.procs import ProcessGroup, listen_port, wait_until
 from deploy.stack.supervise import RestartEvent, RestartPolicy
 
 FAST = RestartPolicy(max_restarts=2, window_s=60, backoff_s=0.05, max_backoff_s=0.1)
@@ -54,3 +54,11 @@ def test_clean_exit_is_not_restarted_and_a_pending_restart_is_not_fatal(tmp_path
     finally:
         group.close()  # cancels the pending restart
     assert group.children == [] and bad.pending is None
+
+
+def test_listening_ports_avoid_the_ephemeral_range_and_each_other() -> None:
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    taken: set[int] = set()
+    ports = [listen_port(taken) for _ in range(20)]
+    assert len(set(ports)) == 20 and taken == set(ports)
+    assert all(10000 <= p < low for p in ports)
