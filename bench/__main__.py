@@ -1,6 +1,10 @@
 """Run every ``bench/bench_*.py`` module's ``main()``; each writes bench/results/<name>.json + .md.
 
 Usage: ``python -m bench [name ...]`` (names without the ``bench_`` prefix).
+
+``chaos`` (``bench_chaos``) is the soak: the slow ``tests/chaos`` suite, one real
+stack per (service, fault, phase) case, about two minutes per case; it writes
+``bench/results/chaos.md``. ``CHAOS_K`` selects cases (a pytest ``-k`` expression).
 """
 
 from __future__ import annotations

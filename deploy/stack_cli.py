@@ -28,11 +28,25 @@ def _fmt(v: Any, spec: str = ".3f") -> str:
 
 def _progress_line(h: dict[str, Any]) -> str:
     state = "finalised" if h["finalised"] else "REJECTED"
+    restarts = f"  restarts {h['restarts']}" if h.get("restarts") else ""
     return (f"round {h['round'] + 1:>3}  acc {_fmt(h['accuracy'])}  "
             f"eps max {_fmt(h['epsilon_max'], '.2f')} mean {_fmt(h['epsilon_mean'], '.2f')}  "
             f"msgs ok {int(h['accepted']):>5} rejected {int(h['rejected']):>3}  "
             f"height {h['ledger_height']:>4}  v{h['version']} {state} "
-            f"(model v{h['finalised_version']})  {h['elapsed_s']:.0f}s")
+            f"(model v{h['finalised_version']})  {h['elapsed_s']:.0f}s{restarts}")
+
+
+def _print_restarts(s: dict[str, Any]) -> None:
+    restarts = s.get("restarts") or []
+    if not restarts:
+        click.echo("restarts                  none")
+        return
+    by: dict[str, list[str]] = {}
+    for r in restarts:
+        by.setdefault(r["service"], []).append(
+            ("gave up" if r["gave_up"] else f"exit {r['exit_code']}") + f" at {r['at_s']:.0f}s")
+    click.echo("restarts                  " + "; ".join(
+        f"{svc} x{len(v)} ({', '.join(v)})" for svc, v in sorted(by.items())))
 
 
 def _print_summary(s: dict[str, Any]) -> None:
@@ -64,6 +78,7 @@ def _print_summary(s: dict[str, Any]) -> None:
              f"records  meter over {d['transport']}")
     rej = {k: v for org in s["rejected_by_reason"].values() for k, v in org.items() if v}
     echo(f"rejected messages         {rej or 'none'}")
+    _print_restarts(s)
     ok = all(v["ok"] for v in s["ledger_verify"].values())
     echo(f"splitfed-ledger verify    {'OK' if ok else 'FAILED'} ({len(s['ledger_verify'])} node"
          f"{'s' if len(s['ledger_verify']) != 1 else ''}, height {s['ledger_height']})")
@@ -71,12 +86,17 @@ def _print_summary(s: dict[str, Any]) -> None:
     echo(f"wall time                 {s['wall_time_s']:.0f} s")
 
 
+RUNS = REPO / "runs"
+
+
 def _options(**kw: Any) -> Any:
     from deploy.stack.plan import StackOptions
 
-    run_dir = kw.pop("run_dir") or REPO / "runs" / time.strftime("%Y%m%d-%H%M%S")
+    run_dir = kw.pop("run_dir") or RUNS / time.strftime("%Y%m%d-%H%M%S")
     if kw.pop("non_private"):
         kw["epsilon"] = None
+    if kw.get("orgs") is None:
+        kw["orgs"] = 3 if kw.get("ledger") == "etcd" else 2
     return StackOptions(run_dir=Path(run_dir).resolve(), **kw)
 
 
@@ -87,7 +107,9 @@ def _stack_options(f: Any) -> Any:
         click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
                      default=default_data_dir,
                      show_default="$SPLITFED_DATA_DIR or the checkout's data/"),
-        click.option("--orgs", default=2, show_default=True, type=int),
+        click.option("--orgs", default=None, type=int,
+                     help="organisations  [default: 2; 3 with --ledger etcd, the smallest "
+                          "Raft quorum that survives one member down]"),
         click.option("--devices-per-org", default=2, show_default=True, type=int),
         click.option("--rounds", default=3, show_default=True, type=int),
         click.option("--epsilon", default=8.0, show_default=True, type=float,
@@ -115,7 +137,11 @@ def _stack_options(f: Any) -> Any:
                           "(post-processing: no privacy cost)"),
         click.option("--seed", default=0, show_default=True, type=int),
         click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path),
-                     default=None, help="default: runs/<timestamp>"),
+                     default=None, help="default: runs/<timestamp> in the checkout"),
+        click.option("--keep-runs", default=5, show_default=True, type=click.IntRange(min=0),
+                     help="before a run in runs/, delete the oldest runs/<timestamp> "
+                          "directories so that this many remain (0: keep all; an explicit "
+                          "--run-dir is never pruned)"),
         click.option("--summary-json", type=click.Path(dir_okay=False, path_type=Path),
                      default=None, help="also write the summary here"),
     ]
@@ -135,9 +161,16 @@ def _check_data(dataset: str, data_dir: Path) -> None:
 
 @click.command(name="demo")
 @_stack_options
-def demo_cmd(summary_json: Path | None, **kw: Any) -> None:
-    """Run the whole system on this machine and show it training (Ctrl-C stops it)."""
+def demo_cmd(summary_json: Path | None, keep_runs: int, **kw: Any) -> None:
+    """Run the whole system on this machine and show it training (Ctrl-C stops it).
+
+    Every service runs supervised (restarted on failure with backoff, at most 5
+    restarts in 300 s); a run that is interrupted or fails still writes
+    summary.json (marked "interrupted" or "failed") and progress.png. Runs in
+    runs/ are pruned to the last --keep-runs.
+    """
     from deploy.stack.launcher import StackRun
+    from deploy.stack.runs import prune_runs
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -145,6 +178,11 @@ def demo_cmd(summary_json: Path | None, **kw: Any) -> None:
         _check_data(options.dataset, options.data_dir)
     except ConfigError as exc:
         raise click.UsageError("; ".join(exc.problems)) from exc
+    if options.run_dir.parent == RUNS.resolve() and keep_runs > 0:
+        gone = prune_runs(RUNS, keep=keep_runs, new=options.run_dir.name)
+        if gone:
+            click.echo(f"pruned {len(gone)} old run(s) from {RUNS} (keeping the last "
+                       f"{keep_runs}; --keep-runs)")
     run = StackRun(options, on_progress=lambda h: click.echo(_progress_line(h)),
                    echo=click.echo)
 
@@ -156,12 +194,13 @@ def demo_cmd(summary_json: Path | None, **kw: Any) -> None:
         summary = run.run()
     except KeyboardInterrupt:
         run.close()
-        click.echo(f"interrupted; every process stopped; run directory {options.run_dir}",
-                   err=True)
+        click.echo(f"interrupted; every process stopped; partial summary.json and progress.png "
+                   f"in {options.run_dir}", err=True)
         sys.exit(1)
     except SplitfedError as exc:
         click.echo(f"splitfed demo: {exc}", err=True)
-        click.echo(f"logs: {options.run_dir / 'logs'}", err=True)
+        click.echo(f"logs: {options.run_dir / 'logs'} (partial summary.json in "
+                   f"{options.run_dir})", err=True)
         sys.exit(1)
     _print_summary(summary)
     if summary_json is not None:

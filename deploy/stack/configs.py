@@ -94,8 +94,9 @@ def server_toml(plan: StackPlan, *, signing_key: Path, data_dir: Path, manifest:
                           "state_dir": state_dir}),
         # every device is expected; one that dropped out (or halted at its budget with
         # nothing left to send) costs the round at most the deadline
-        _table("round", {"min_devices": len(plan.devices), "deadline_s": 120.0,
-                         "collect_deadline_s": 60.0, "steps_per_round": o.steps_per_round}),
+        _table("round", {"min_devices": len(plan.devices), "deadline_s": o.round_deadline_s,
+                         "collect_deadline_s": o.collect_deadline_s,
+                         "steps_per_round": o.steps_per_round}),
         _table("session", {"model_id": o.model, "cut": o.cut, "rounds": o.rounds,
                            "sfl_mode": o.sfl,
                            "min_noise_multiplier": (z * 0.999 if z is not None else 0.0),

@@ -25,7 +25,31 @@ Theory of operation
    ``splitfed-ledger verify``, a PNG plot and ``summary.json``.
 
 Everything runs from ``<run dir>``: configs, keys (0600), databases, logs.
-Ctrl-C (or any failure) stops every process; the run directory stays.
+
+Supervision and deadlines
+-------------------------
+Every long-running service (etcd members, ledger nodes, Mosquitto, agents,
+gateways, the server) is started with :data:`RESTART` and restarted on
+failure by the watch loop (:mod:`deploy.stack.supervise`: 1 s backoff
+doubling to 8 s, at most 5 restarts per 300 s, then the run fails). Meters
+are not restarted: they serve each record once, so a second meter would
+serve records again. Every wait has a deadline: start-up of each process
+(ledger 60 s, broker 30 s, etcd 30 s, meter 60 s, agent 90 s, gateway 60 s),
+the meters' records (300 s) and each round: :func:`round_budget_s` =
+``round_deadline_s`` + ``collect_deadline_s`` (the server's round policy,
+120 + 60 s by default) + ``decide_s`` (60 s for the votes and the
+finalise) + the supervisor's worst-case backoff (23 s) = 263 s by default,
+plus :data:`FIRST_ROUND_EXTRA_S` (120 s) for the first round's start-up. A
+round that is not decided in time fails the run with what the ledger shows;
+every :data:`REPORT_EVERY_S` (30 s) without a decided round a progress line
+says what the run is waiting for.
+
+Stopping: Ctrl-C (or any failure) stops the server, gateways, agents,
+meters and broker (reverse start order, SIGTERM then SIGKILL after 10 s),
+then summarises from the ledger while the ledger nodes still run (a partial
+``summary.json`` marked ``"status": "interrupted"`` or ``"failed"``, and
+``progress.png``), then stops the ledger nodes and etcd. The run directory
+stays.
 """
 
 from __future__ import annotations
@@ -42,24 +66,41 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from deploy.broker import MosquittoBroker, free_port
+from deploy.broker import MOSQUITTO, MosquittoBroker
 from deploy.stack import configs
 from deploy.stack.plan import DevicePlan, StackOptions, StackPlan, make_plan
-from deploy.stack.procs import ProcessGroup, StackError, port_open, wait_until
+from deploy.stack.procs import Child, ProcessGroup, StackError, listen_port, port_open, wait_until
+from deploy.stack.supervise import RestartEvent, RestartPolicy
 from deploy.stack.tsfile import write_ts
 from ledger_node.client import LedgerClient
 from ledger_node.genesis import write_genesis_with_keys
 from models.data import default_window
 from models.datasets.ucr import TsDataset, load_split
 from models.manifest import Manifest, artifact_dir, list_artifacts, load_manifest
+from protocol.errors import SplitfedError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["StackRun"]
+__all__ = ["RESTART", "StackRun", "round_budget_s"]
 
 CHAIN_ID = "splitfed-demo"
 VIBRATION_LENGTH = 256
 BIN = Path(sys.executable).parent
+
+RESTART = RestartPolicy()          # Restart=on-failure, RestartSec 1 s doubling to 8 s,
+                                   # StartLimitBurst 5 in 300 s
+FIRST_ROUND_EXTRA_S = 120.0        # the first round also loads the model in every process
+REPORT_EVERY_S = 30.0              # a progress line when no round was decided for this long
+EXIT_GRACE_S = 60.0                # the server exits after the last round is decided
+
+
+def round_budget_s(o: StackOptions) -> float:
+    """Longest a round may take before the launcher gives up on the run (see above)."""
+    return (o.round_deadline_s + o.collect_deadline_s + o.decide_s
+            + RESTART.worst_case_backoff_s)
+
+# services whose processes stay up until the summary is written (it reads the ledger)
+_LEDGER_SERVICES = ("ledger-", "etcd-")
 
 
 def _port_ready(port: int) -> Callable[[], bool]:
@@ -93,6 +134,9 @@ class StackRun:
         self.gateway_ports: dict[str, int] = {}
         self.passwords: dict[str, Path] = {}
         self.started = time.monotonic()
+        self.restarts: list[RestartEvent] = []
+        self._ports: set[int] = set()
+        self.watcher: Any = None
 
     # -- preparation ------------------------------------------------------------------
     def _dataset(self) -> tuple[TsDataset, TsDataset, Path, str]:
@@ -185,9 +229,16 @@ class StackRun:
         else:
             from deploy.etcd import EtcdCluster
 
+            # the members run under the supervisor (own session, restarted on failure);
+            # EtcdCluster only supplies their command lines and the health check
             self.etcd = EtcdCluster(self.root / "etcd", n=len(plan.orgs),
                                     cluster_name="splitfed-demo")
-            self.etcd.start()
+            for i, member in enumerate(self.etcd.names):
+                data = self.etcd.workdir / member
+                data.mkdir(parents=True, exist_ok=True)
+                data.chmod(0o700)
+                self.procs.start(f"etcd-{member}", self.etcd._cmd(i), restart=RESTART)
+            self.etcd.wait_healthy(range(len(self.etcd.names)), timeout=30)
             endpoints = list(self.etcd.client_urls)
             nodes = [(org, {org: keys / f"{org}-validator.key"}) for org in plan.orgs]
         for node_id, vkeys in nodes:
@@ -195,13 +246,13 @@ class StackRun:
             self._cli([_bin("splitfed-ledger"), "init", "--genesis",
                        str(genesis_dir / "genesis.json"), "--data-dir", str(data)],
                       f"ledger init {node_id}")
-            port = free_port()
+            port = self.port()
             cfg = self.root / "config" / f"ledger-{node_id}.toml"
             cfg.write_text(configs.ledger_toml(data_dir=data, port=port, node_id=node_id,
                                                validator_keys=vkeys, etcd_endpoints=endpoints))
             self.procs.start(f"ledger-{node_id}", [_bin("splitfed-ledger"), "run", "--config",
                                                    str(cfg)],
-                             ready=_port_ready(port), timeout=60)
+                             ready=_port_ready(port), timeout=60, restart=RESTART)
             self.ledger_urls[node_id] = f"http://127.0.0.1:{port}"
         if self.o.ledger == "solo":
             for org in plan.orgs:
@@ -212,9 +263,13 @@ class StackRun:
         users.update({configs.mqtt_user(org, "gateway"): "" for org in plan.orgs})
         users.update({"server": "", "monitor": ""})
         passwords = {u: self._password(u).read_text().strip() for u in users}
-        self.broker = MosquittoBroker(self.root / "broker", users=passwords,
+        self.broker = MosquittoBroker(self.root / "broker", port=self.port(), users=passwords,
                                       acl=configs.acl_text(plan))
-        self.broker.start()
+        # supervised like the other services (own session; a restart keeps the port and the
+        # persisted sessions in broker/data/); MosquittoBroker writes the configuration
+        conf = self.broker.write_config()
+        self.procs.start("broker", [MOSQUITTO, "-c", str(conf)],
+                         ready=_port_ready(self.broker.port), timeout=30, restart=RESTART)
 
     def _provision(self, d: DevicePlan, genesis_dir: Path) -> Path:
         """keys generate -> provision -> admin's device_register tx -> submitted."""
@@ -291,14 +346,14 @@ class StackRun:
             self._start_ledger(plan, genesis_dir)
             self._start_broker(plan)
             assert self.broker is not None
-            ports = {org: free_port() for org in plan.orgs}
+            ports = {org: self.port() for org in plan.orgs}
             server_cfg = self.root / "config" / "server.toml"
             server_cfg.write_text(configs.server_toml(
                 plan, signing_key=genesis_dir / "keys" / "server.key",
                 data_dir=self.root / "data" / "server", manifest=manifest_path,
                 ledger_url=self.ledger_urls[plan.orgs[0]],
                 chain_id=CHAIN_ID, mqtt_port=self.broker.port,
-                password_file=self.passwords["server"], metrics_port=free_port(),
+                password_file=self.passwords["server"], metrics_port=self.port(),
                 state_dir=self.root / "server-state"))
             self._cli([_bin("splitfed-server"), "session", "create", "--config", str(server_cfg)],
                       "session create")
@@ -319,7 +374,7 @@ class StackRun:
                 self.procs.start(f"agent-{d.name}", [_bin("splitfed-agent"), "run", "--config",
                                                      str(cfg)],
                                  ready=_file_ready(states[d.name] / "status.json"),
-                                 timeout=90)
+                                 timeout=90, restart=RESTART)
             self._wait_for_records(plan)
             for org in plan.orgs:
                 cfg = self.root / "config" / f"gateway-{org}.toml"
@@ -334,17 +389,69 @@ class StackRun:
                     metrics_port=ports[org]))
                 self.procs.start(f"gateway-{org}", [_bin("splitfed-gateway"), "run", "--config",
                                                     str(cfg)],
-                                 ready=_port_ready(ports[org]), timeout=60)
-            self.echo("training ...")
+                                 ready=_port_ready(ports[org]), timeout=60, restart=RESTART)
+            budget = round_budget_s(o)
+            self.echo(f"training ... (deadline per round {budget:.0f} s = round "
+                      f"{o.round_deadline_s:.0f} + collect {o.collect_deadline_s:.0f} + decide "
+                      f"{o.decide_s:.0f} + restart backoff {RESTART.worst_case_backoff_s:.0f}; "
+                      f"first round +{FIRST_ROUND_EXTRA_S:.0f} s)")
             server = self.procs.start("server", [_bin("splitfed-server"), "run", "--config",
-                                                 str(server_cfg)], critical=False)
+                                                 str(server_cfg)], critical=False,
+                                      restart=RESTART)
             self.gateway_ports = ports
-            watcher = Watcher(self, plan, gateway_metrics=ports)
-            history = watcher.watch(server, on_progress=self.on_progress)
+            self.watcher = Watcher(self, plan, gateway_metrics=ports)
+            history = self.watcher.watch(server, on_progress=self.on_progress)
+            self.stop_services()
             summary = summarise(self, plan, genesis, manifest, history)
+        except (KeyboardInterrupt, SplitfedError) as exc:
+            if isinstance(exc, KeyboardInterrupt):
+                self._finish_partial("interrupted", "Ctrl-C (SIGINT) or SIGTERM", plan,
+                                     genesis, manifest)
+            else:
+                self._finish_partial("failed", str(exc), plan, genesis, manifest)
+            raise
         finally:
             self.close()
         return finish(self, summary)
+
+    def _finish_partial(self, status: str, reason: str, plan: StackPlan, genesis: Any,
+                        manifest: Manifest) -> None:
+        """Write ``summary.json`` and ``progress.png`` for a run that did not complete."""
+        from deploy.stack.progress import finish, summarise
+
+        self.stop_services()
+        history = self.watcher.history if self.watcher is not None else []
+        try:
+            summary = summarise(self, plan, genesis, manifest, history)
+        except (SplitfedError, OSError) as exc:  # the ledger itself may be what failed
+            log.warning("partial summary without the ledger: %s", exc)
+            summary = {"run_dir": str(self.root), "per_round": history, "per_device": [],
+                       "epsilon_budget": self.o.epsilon, "ledger_error": str(exc)}
+        summary.update(status=status, reason=reason[-2000:])
+        self.close()
+        try:
+            finish(self, summary)
+        except (SplitfedError, OSError, subprocess.SubprocessError) as exc:
+            log.warning("could not finish the partial summary: %s", exc)
+
+    def stop_services(self) -> None:
+        """Stop everything but the ledger (the summary reads it), newest first."""
+        self.procs.close(only=lambda c: not c.name.startswith(_LEDGER_SERVICES))
+
+    def supervise(self) -> list[RestartEvent]:
+        """One supervisor pass (from the watch loop): restarts, reported and recorded."""
+        events = self.procs.supervise(started=self.started)
+        for e in events:
+            self.restarts.append(e)
+            self.echo(e.describe())
+        return events
+
+    def port(self) -> int:
+        """A listening port for one service, kept across its restarts (see listen_port)."""
+        return listen_port(self._ports)
+
+    def child(self, name: str) -> Child:
+        return self.procs.get(name)
 
     def _wait_for_records(self, plan: StackPlan, *, timeout: float = 300.0) -> None:
         """Start training only once every device holds its whole share.
@@ -369,7 +476,7 @@ class StackRun:
 
         try:
             wait_until(all_loaded, timeout=timeout, what="meters delivering their records",
-                       interval=0.5)
+                       interval=0.5, report=self.echo, report_every=REPORT_EVERY_S)
         except StackError as exc:
             short = {d.name: f"{held(d)}/{len(d.indices)}" for d in plan.devices
                      if held(d) < len(d.indices)}
@@ -392,10 +499,6 @@ class StackRun:
     def close(self) -> None:
         """Stop every process (idempotent); logs and databases stay in the run dir."""
         self.procs.close()
-        if self.broker is not None:
-            self.broker.stop()
-            self.broker = None
-        if self.etcd is not None:
-            self.etcd.stop()
-            self.etcd = None
+        self.broker = None
+        self.etcd = None
 

@@ -56,6 +56,10 @@ class StackOptions:
     alpha: float = 1.0                 # Dirichlet concentration; smaller = more skewed
     serial_every: int = 2              # every n-th device reads its meter over RTU on a pty
     seed: int = 0
+    # the server's round policy ([round] in server.toml); the launcher's waits derive from it
+    round_deadline_s: float = 120.0
+    collect_deadline_s: float = 60.0
+    decide_s: float = 60.0             # the launcher's allowance for the votes and finalise
 
     def __post_init__(self) -> None:
         problems = []
@@ -71,8 +75,12 @@ class StackOptions:
             problems.append("steps, batch size and learning rate must be positive")
         if self.privacy_mode not in ("sl-frozen", "sl-dpsgd"):
             problems.append("--privacy-mode must be sl-frozen or sl-dpsgd")
+        if not all(0 < v <= 3600 for v in (self.round_deadline_s, self.collect_deadline_s,
+                                            self.decide_s)):
+            problems.append("round, collection and decision deadlines must be in (0, 3600] s")
         if self.ledger == "etcd" and self.orgs < 3:
-            problems.append("--ledger etcd needs at least 3 organisations (Raft quorum, 2f+1)")
+            problems.append("--ledger etcd needs at least 3 organisations (Raft quorum, 2f+1; "
+                            "the default with --ledger etcd)")
         if problems:
             raise ConfigError(problems)
 

@@ -9,6 +9,7 @@ status file (its own accountant's epsilon). One line per decided round.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -21,6 +22,9 @@ from typing import TYPE_CHECKING, Any
 from deploy.stack.configs import vote_quorum
 from deploy.stack.plan import StackPlan
 from deploy.stack.procs import Child, StackError
+from deploy.stack.supervise import failed
+from ledger_node.tx import decode_tx
+from protocol.errors import LedgerError
 
 if TYPE_CHECKING:
     from deploy.stack.launcher import StackRun
@@ -30,6 +34,9 @@ if TYPE_CHECKING:
 __all__ = ["Watcher", "finish", "summarise"]
 
 SESSION = "s1"
+# extra arguments of `splitfed-ledger verify` for every node's database; the hook for
+# ("--require-certified",) once that flag exists in ledger_node/cli.py
+VERIFY_ARGS: tuple[str, ...] = ("--require-certified",)  # an uncertified head fails
 _METRIC = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([0-9.eE+-]+|NaN)\s*$")
 
 
@@ -69,6 +76,36 @@ class Watcher:
     def __init__(self, run: StackRun, plan: StackPlan, *, gateway_metrics: dict[str, int]) -> None:
         self.run, self.plan, self.ports = run, plan, gateway_metrics
         self.history: list[dict[str, Any]] = []
+        self._scanned = 0                                  # ledger blocks read so far
+        self._round_eps: dict[int, dict[str, float]] = {}  # round -> device -> epsilon
+
+    def scan_ledger(self, client: Any) -> None:
+        """Read new blocks: the epsilon each valid ``round_record`` charged each device."""
+        height = client.height()
+        while self._scanned < height:
+            for t in client.block(self._scanned + 1).get("txs", []):
+                if t.get("valid") and t.get("kind") == "round_record":
+                    tx = decode_tx(bytes.fromhex(t["data"]))
+                    org = tx.submitter.partition("/")[0]
+                    by_dev = self._round_eps.setdefault(int(tx.body["round"]), {})
+                    for dev, rec in dict(tx.body.get("devices", {})).items():
+                        key = f"{org}/{dev}"
+                        by_dev[key] = by_dev.get(key, 0.0) + float(rec["epsilon"])
+            self._scanned += 1
+
+    def ledger_epsilons(self, through_round: int) -> dict[str, float]:
+        """Each device's epsilon as the ledger recorded it for rounds 0..``through_round``.
+
+        The same figure as the summary's ``epsilon_ledger`` once every round is in, and
+        exact at the end of each round: the agents' accountants already count the next
+        round's first releases by the time a proposal is decided.
+        """
+        out = {f"{d.org}/{d.device}": 0.0 for d in self.plan.devices}
+        for rnd, by_dev in self._round_eps.items():
+            if rnd <= through_round:
+                for dev, eps in by_dev.items():
+                    out[dev] = out.get(dev, 0.0) + eps
+        return out
 
     def agent_status(self) -> dict[str, dict[str, Any]]:
         out = {}
@@ -90,61 +127,143 @@ class Watcher:
                             or k.endswith("rejected"))
         return accepted, rejected
 
+    def epsilons(self) -> dict[str, float]:
+        """Each device's epsilon from its accountant file (the summary's source)."""
+        out = {}
+        status = self.agent_status()
+        for d in self.plan.devices:
+            priv = (_accountant(self.run.root / "agents" / d.name / "state")
+                    or status.get(d.name, {}).get("privacy", {}))
+            if priv.get("epsilon") is not None:
+                out[d.name] = float(priv["epsilon"])
+        return out
+
     def snapshot(self, proposal: dict[str, Any]) -> dict[str, Any]:
         client = self.run.ledger_client()
-        status = self.agent_status()
-        eps = {n: float(s.get("privacy", {}).get("epsilon", 0.0)) for n, s in status.items()}
+        self.scan_ledger(client)
+        rnd = len(self.history)
+        eps = self.ledger_epsilons(rnd)
+        accountant = self.epsilons()
         accepted, rejected = self.counts()
         finalised = [m.version for m in client.models(SESSION)]
         metrics = proposal.get("metrics", {})
-        return {"round": len(self.history), "version": proposal.get("version"),
+        return {"round": rnd, "version": proposal.get("version"),
                 "accuracy": metrics.get("accuracy"), "loss": metrics.get("loss"),
                 "finalised": bool(proposal.get("finalised")),
                 "finalised_version": max(finalised) if finalised else 0,
+                # recorded on the ledger for rounds up to this one (see ledger_epsilons)
                 "epsilon_max": max(eps.values()) if eps else 0.0,
                 "epsilon_mean": sum(eps.values()) / len(eps) if eps else 0.0,
+                "epsilon_per_device": eps,
+                # the accountant files now (may include the next round's first batches)
+                "epsilon_accountant_max": max(accountant.values()) if accountant else None,
                 "accepted": accepted, "rejected": rejected, "ledger_height": client.height(),
+                "restarts": len(self.run.restarts),
                 "elapsed_s": round(time.monotonic() - self.run.started, 1)}
 
     def _decided(self, proposal: dict[str, Any]) -> bool:
-        """Finalised, or every validator voted and the accepts cannot reach the quorum."""
-        if proposal.get("finalised"):
+        """Finalised, superseded by a later proposal, or every validator voted and the
+        accepts cannot reach the quorum."""
+        if proposal.get("finalised") or proposal.get("superseded_by") is not None:
             return True
         votes = proposal.get("votes") or {}
         accepts = sum(1 for v in votes.values() if v.get("accept"))
         return len(votes) >= len(self.plan.orgs) and accepts < vote_quorum(len(self.plan.orgs))
 
+    def _waiting_for(self, proposals: list[dict[str, Any]], seen: int) -> str:
+        """What the run is waiting for, in words (for the progress report)."""
+        try:
+            height = self.run.ledger_client().height()
+        except LedgerError:
+            height = -1
+        open_ = [p for p in proposals if not self._decided(p)]
+        if open_:
+            p = open_[-1]
+            votes = p.get("votes") or {}
+            what = (f"proposal v{p.get('version')}: {len(votes)} of {len(self.plan.orgs)} "
+                    f"votes, quorum {vote_quorum(len(self.plan.orgs))}")
+        else:
+            what = f"round {seen + 1} training (no proposal yet)"
+        down = [c.name for c in self.run.procs.children if not c.alive()]
+        return (f"{what}; ledger height {height}"
+                + (f"; down: {', '.join(down)}" if down else ""))
+
     def watch(self, server: Child, *, on_progress: Callable[[dict[str, Any]], None] | None,
-              timeout_per_round: float = 900.0) -> list[dict[str, Any]]:
-        rounds = self.plan.options.rounds
-        deadline = time.monotonic() + timeout_per_round * (rounds + 1)
+              round_budget_s: float | None = None, first_round_extra_s: float | None = None,
+              report_every_s: float | None = None, exit_grace_s: float | None = None,
+              poll_s: float = 0.5) -> list[dict[str, Any]]:
+        """Report each decided round; supervise; give up when a round overruns its budget.
+
+        The deadline restarts at every decided round: ``round_budget_s`` (plus
+        ``first_round_extra_s`` for the first); after the last round the server has
+        ``exit_grace_s`` to exit. Defaults come from :mod:`deploy.stack.launcher`.
+        """
+        from deploy.stack import launcher
+
+        o = self.plan.options
+        budget = launcher.round_budget_s(o) if round_budget_s is None else round_budget_s
+        extra = launcher.FIRST_ROUND_EXTRA_S if first_round_extra_s is None else first_round_extra_s
+        every = launcher.REPORT_EVERY_S if report_every_s is None else report_every_s
+        grace = launcher.EXIT_GRACE_S if exit_grace_s is None else exit_grace_s
+        rounds = o.rounds
+        last = time.monotonic()
+        deadline = last + budget + extra
+        next_report = last + every
         seen = 0
+        exit_seen = False  # the server had exited 0 before this pass read the proposals
+        proposals: list[dict[str, Any]] = []
         while True:
+            self.run.supervise()
             client = self.run.ledger_client()
-            try:
+            # the node may be busy cutting a block, or restarting: keep the last answer
+            fresh = False
+            with contextlib.suppress(LedgerError):
                 proposals = sorted(client.proposals(SESSION), key=lambda p: p["version"])
-            except Exception:  # the node may be busy cutting a block; try again
-                proposals = []
+                fresh = True
             decided = [p for p in proposals if self._decided(p)]
             while seen < len(decided):
-                snap = self.snapshot(decided[seen])
+                try:
+                    snap = self.snapshot(decided[seen])
+                except LedgerError:
+                    break  # the node is restarting or stopped: report the round next pass
                 self.history.append(snap)
                 seen += 1
+                last = time.monotonic()
+                deadline = last + (budget if seen < rounds else grace)
+                next_report = last + every
                 if on_progress is not None:
                     on_progress(snap)
-            if not server.alive():
-                if server.proc.returncode not in (0, None):
-                    raise StackError(f"server exited with {server.proc.returncode}:\n"
-                                     f"{server.log_tail()}")
-                if seen >= rounds or not proposals:
+            if not server.alive() and not server.restarting:
+                code = server.proc.returncode
+                # a failure the supervisor has not seen yet is restarted on its next pass
+                if server.gave_up or (failed(code) and server.restart is None):
+                    raise StackError(f"server exited with {server.proc.returncode}"
+                                     f"{' (restart limit reached)' if server.gave_up else ''}:"
+                                     f"\n{server.log_tail()}")
+                if not failed(code) and (seen >= rounds or not proposals):
                     return self.history
-            dead = [c for c in self.run.procs.dead_critical()]
+                if not failed(code) and seen == len(proposals) and exit_seen and fresh:
+                    # finished (and the proposals were read after it exited): nothing is
+                    # left to decide, yet rounds are missing
+                    raise StackError(f"the server finished the session with {seen} of "
+                                     f"{rounds} rounds decided:\n{server.log_tail()}")
+                exit_seen = not failed(code)
+            dead = self.run.procs.dead_critical()
             if dead:
-                raise StackError(f"{dead[0].name} exited ({dead[0].proc.returncode}):\n"
-                                 f"{dead[0].log_tail()}")
-            if time.monotonic() > deadline:
-                raise StackError(f"no progress: {seen} of {rounds} rounds decided in time")
-            time.sleep(0.5)
+                raise StackError(f"{dead[0].name} exited ({dead[0].proc.returncode})"
+                                 f"{' and the restart limit is reached' if dead[0].gave_up else ''}"
+                                 f":\n{dead[0].log_tail()}")
+            now = time.monotonic()
+            if now > deadline:
+                raise StackError(
+                    f"no progress: {seen} of {rounds} rounds decided; round {seen + 1} not "
+                    f"decided within {deadline - last:.0f} s "
+                    f"({self._waiting_for(proposals, seen)})")
+            if now >= next_report:
+                self.run.echo(f"  ... {now - last:.0f} s of {deadline - last:.0f} s: waiting "
+                              f"for {self._waiting_for(proposals, seen)}")
+                next_report = now + every
+            time.sleep(poll_s)
 
 
 def _plot(history: list[dict[str, Any]], path: Path, budget: float | None) -> bool:
@@ -220,8 +339,56 @@ def summarise(run: StackRun, plan: StackPlan, genesis: Genesis, manifest: Manife
                           or all(e <= o.epsilon + 1e-9 for e in eps_agent)),
         "per_round": history, "per_device": devices, "rejected_by_reason": rejected,
         "ledger_height": client.height(),
+        "ledger_audit": ledger_audit(client, orgs=plan.orgs, rounds=o.rounds),
+        "restarts": [e.as_dict() for e in run.restarts],
+        "status": "completed",
     }
     return summary
+
+
+def ledger_audit(client: Any, *, orgs: tuple[str, ...], rounds: int) -> dict[str, Any]:
+    """Every block's txs: round records per (org, round), samples per device, invalid txs.
+
+    A round record is valid at most once per (org, round, group) (the contract rejects a
+    second one, which then shows among the invalid txs); ``missing`` lists the (org,
+    round) pairs of the session's rounds with no valid record.
+    """
+    records: dict[str, dict[int, int]] = {org: {} for org in orgs}
+    samples: dict[str, int] = {}
+    invalid: dict[str, dict[str, int]] = {}
+    invalid_rounds: dict[str, int] = {}
+    total = 0
+    for h in range(1, client.height() + 1):
+        for t in client.block(h).get("txs", []):
+            total += 1
+            kind = str(t.get("kind"))
+            if not t.get("valid"):
+                reason = re.sub(r"[0-9a-f]{16,}", "<id>", str(t.get("reason")))
+                invalid.setdefault(kind, {})
+                invalid[kind][reason] = invalid[kind].get(reason, 0) + 1
+                continue
+            if kind != "round_record":
+                continue
+            tx = decode_tx(bytes.fromhex(t["data"]))
+            org = tx.submitter.partition("/")[0]
+            rnd = int(tx.body["round"])
+            records.setdefault(org, {})
+            records[org][rnd] = records[org].get(rnd, 0) + 1
+            for dev, rec in dict(tx.body.get("devices", {})).items():
+                samples[f"{org}/{dev}"] = samples.get(f"{org}/{dev}", 0) + int(rec["samples"])
+    for kind, reasons in invalid.items():
+        invalid_rounds[kind] = sum(reasons.values())
+    return {
+        "txs": total,
+        "round_records": {org: {str(r): n for r, n in sorted(by.items())}
+                          for org, by in records.items()},
+        "missing": [[org, r] for org in orgs for r in range(rounds)
+                    if records.get(org, {}).get(r, 0) == 0],
+        "duplicated": [[org, r] for org, by in records.items() for r, n in by.items() if n > 1],
+        "samples": samples,
+        "invalid": invalid,
+        "invalid_total": sum(invalid_rounds.values()),
+    }
 
 
 def _accountant(state_dir: Path) -> dict[str, Any] | None:
@@ -236,7 +403,7 @@ def _accountant(state_dir: Path) -> dict[str, Any] | None:
 def finish(run: StackRun, summary: dict[str, Any]) -> dict[str, Any]:
     """After every process stopped: verify the ledgers, plot, write ``summary.json``."""
     # the agents rewrote their status files when they stopped: take the final counts
-    for d in summary["per_device"]:
+    for d in summary.get("per_device", []):
         org, _, dev = d["device"].partition("/")
         try:
             st = json.loads((run.root / "agents" / f"{org}-{dev}" / "state" /
@@ -246,7 +413,9 @@ def finish(run: StackRun, summary: dict[str, Any]) -> dict[str, Any]:
             pass
     summary["ledger_verify"] = _verify(run)
     summary["wall_time_s"] = round(time.monotonic() - run.started, 1)
-    if _plot(summary["per_round"], run.root / "progress.png", summary["epsilon_budget"]):
+    summary.setdefault("restarts", [e.as_dict() for e in run.restarts])
+    summary.setdefault("status", "completed")
+    if _plot(summary["per_round"], run.root / "progress.png", summary.get("epsilon_budget")):
         summary["plot"] = str(run.root / "progress.png")
     (run.root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -256,9 +425,11 @@ def _verify(run: StackRun) -> dict[str, Any]:
     """``splitfed-ledger verify`` on every node's database (after the nodes stopped)."""
     from deploy.stack.launcher import _bin
 
-    out = {}
-    for db in sorted((run.root / "ledger").iterdir()):
-        res = subprocess.run([_bin("splitfed-ledger"), "verify", "--data-dir", str(db)],
+    out: dict[str, Any] = {}
+    root = run.root / "ledger"
+    for db in sorted(root.iterdir()) if root.is_dir() else []:
+        res = subprocess.run([_bin("splitfed-ledger"), "verify", "--data-dir", str(db),
+                              *VERIFY_ARGS],
                              capture_output=True, text=True, timeout=300, check=False)
         out[db.name] = {"ok": res.returncode == 0,
                         "output": (res.stdout + res.stderr).strip()[-300:]}

@@ -8,6 +8,7 @@ rounds and checks the summary a user reads.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,9 @@ def test_private_stack_learns_within_budget_and_ledger_verifies(tmp_path: Path,
         assert d["epsilon_agent"] is not None and 0 < d["epsilon_agent"] <= 200.0
         assert d["epsilon_ledger"] == pytest.approx(d["epsilon_agent"], rel=1e-9)
         assert d["batches"] > 0
+        # the last round's progress line reports the summary's figure (issue 15b)
+        assert rounds_seen[-1]["epsilon_per_device"][d["device"]] == pytest.approx(  # type: ignore[index]
+            d["epsilon_ledger"], rel=1e-9)
     assert summary["within_budget"] is True
     # honest devices: nothing rejected by any gateway
     assert all(not any(reasons.values()) for reasons in summary["rejected_by_reason"].values())
@@ -74,3 +78,29 @@ def test_etcd_consortium_stack_runs_and_every_node_verifies(tmp_path: Path,
     for d in summary["per_device"]:
         assert 0 < d["epsilon_agent"] <= 8.0
         assert d["epsilon_ledger"] == pytest.approx(d["epsilon_agent"], rel=1e-9)
+
+
+class _Stop(KeyboardInterrupt):
+    """What Ctrl-C raises in the launcher, raised from the progress callback instead."""
+
+
+@pytest.mark.slow
+def test_interrupted_run_keeps_a_partial_summary_and_plot(tmp_path: Path,
+                                                          data_dir: Path) -> None:
+    options = StackOptions(run_dir=tmp_path / "run", data_dir=data_dir, orgs=2,
+                           devices_per_org=1, rounds=3, seed=4)
+
+    def interrupt_after_first_round(_h: dict[str, object]) -> None:
+        raise _Stop
+
+    run = StackRun(options, on_progress=interrupt_after_first_round, echo=lambda _: None)
+    with pytest.raises(KeyboardInterrupt):
+        run.run()
+    summary = json.loads((options.run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert len(summary["per_round"]) == 1
+    # read from the ledger after every other service stopped, before the ledger stopped
+    assert summary["ledger_audit"]["round_records"]["org1"] == {"0": 1}
+    assert all(v["ok"] for v in summary["ledger_verify"].values())
+    assert (options.run_dir / "progress.png").is_file()
+    assert run.procs.children == []
