@@ -55,9 +55,9 @@ def _print_summary(s: dict[str, Any]) -> None:
     echo("== summary ==")
     base = s.get("baseline_accuracy") or {}
     acc = s.get("final_accuracy")
-    echo(f"final held-out accuracy   {_fmt(acc)} of model v{s['final_version']}   (centralized "
-         f"non-private baseline, same model: Keras {_fmt(base.get('keras'))}, LiteRT "
-         f"{_fmt(base.get('litert'))})")
+    echo(f"final held-out accuracy   {_fmt(acc)} of model v{s['final_version']}   (majority "
+         f"class {_fmt(s.get('majority_class_rate'))}; centralized non-private baseline, same "
+         f"model: Keras {_fmt(base.get('keras'))}, LiteRT {_fmt(base.get('litert'))})")
     if not base:
         model, _, cut = str(s["model"]).partition("/cut")
         echo(f"                          (no baseline recorded for {s['dataset']} {s['model']}: "
@@ -67,15 +67,20 @@ def _print_summary(s: dict[str, Any]) -> None:
     if s["rejected_proposals"]:
         echo(f"rejected by the validators: proposals {s['rejected_proposals']} (never loaded)")
     if s["epsilon_budget"] is None:
-        echo("privacy                   NON-PRIVATE run (no local DP; declared in every message)")
+        echo("privacy                   NON-PRIVATE run: epsilon inf (mode none, declared in "
+             "every message and on the ledger)")
     else:
-        echo(f"privacy                   epsilon max {_fmt(s['max_epsilon'], '.3f')} mean "
-             f"{_fmt(s['mean_epsilon'], '.3f')} of budget {s['epsilon_budget']} per record "
-             f"(delta {s['delta']:g}); within budget: {s['within_budget']}")
+        labels = "labels public" if s.get("labels_public") else "labels by randomized response"
+        echo(f"privacy                   mode {s.get('privacy_mode')}: epsilon max "
+             f"{_fmt(s['max_epsilon'], '.3f')} mean {_fmt(s['mean_epsilon'], '.3f')} of budget "
+             f"{s['epsilon_budget']} per record (delta {s['delta']:g}; {labels}); within "
+             f"budget: {s['within_budget']}")
+    non_private = s["epsilon_budget"] is None
     for d in s["per_device"]:
-        echo(f"  {d['device']:<14} eps agent {_fmt(d['epsilon_agent'], '.3f')}  ledger "
-             f"{_fmt(d['epsilon_ledger'], '.3f')}  {d['batches']} batches  {d['records']} "
-             f"records  meter over {d['transport']}")
+        agent = "inf" if non_private else _fmt(d["epsilon_agent"], ".3f")
+        ledger = "inf" if non_private else _fmt(d["epsilon_ledger"], ".3f")
+        echo(f"  {d['device']:<14} eps agent {agent}  ledger {ledger}  {d['batches']} batches"
+             f"  {d['records']} records  meter over {d['transport']}")
     rej = {k: v for org in s["rejected_by_reason"].values() for k, v in org.items() if v}
     echo(f"rejected messages         {rej or 'none'}")
     _print_restarts(s)

@@ -332,9 +332,13 @@ class StackRun:
         self.echo(f"run directory: {self.root}")
         self.echo(f"{len(plan.orgs)} organisations x {o.devices_per_org} devices, {o.rounds} "
                   f"rounds, {name}, model {o.model}/cut{o.cut}, SFL {o.sfl}, ledger {o.ledger}, "
-                  + (f"epsilon {o.epsilon} (noise multiplier {plan.noise_multiplier:.3f}, "
-                     f"{plan.epochs_per_record} epochs per record)" if o.epsilon is not None
-                     else "NON-PRIVATE"))
+                  + (f"privacy {o.privacy_mode}, epsilon {o.epsilon} (noise multiplier "
+                     f"{plan.noise_multiplier:.3f}, {plan.epochs_per_record} epochs per record, "
+                     + ("labels public)" if o.labels_public else
+                        f"labels by randomized response at {plan.label_epsilon:.3g} per release)")
+                     if o.epsilon is not None else "NON-PRIVATE (mode none: epsilon inf)"))
+        self.echo(f"majority class {plan.majority_rate:.3f} of the held-out set: the floor "
+                  "the model must beat")
         self._write_eval_sets(plan, name, src, test)
         genesis_dir = self.root / "consortium"
         genesis = write_genesis_with_keys(genesis_dir, chain_id=CHAIN_ID, org_ids=plan.orgs,

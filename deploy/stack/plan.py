@@ -108,9 +108,17 @@ class StackPlan:
     noise_multiplier: float | None                # None: non-private
     label_epsilon: float | None                   # per label release (randomized response)
     num_classes: int
+    majority_rate: float = 0.0                    # most common class on the server's eval set
 
     def devices_of(self, org: str) -> list[DevicePlan]:
         return [d for d in self.devices if d.org == org]
+
+
+def _majority_rate(labels: npt.NDArray[np.int64]) -> float:
+    """Accuracy of always answering the most common class (the floor to beat)."""
+    if labels.size == 0:
+        return 0.0
+    return float(np.bincount(labels.astype(np.int64)).max() / labels.size)
 
 
 def make_plan(options: StackOptions, *, train_labels: npt.NDArray[np.int64],
@@ -157,4 +165,5 @@ def make_plan(options: StackOptions, *, train_labels: npt.NDArray[np.int64],
     return StackPlan(options=options, orgs=orgs, devices=tuple(devices),
                      server_eval=server_eval, validator_eval=validator_eval,
                      epochs_per_record=epochs, noise_multiplier=z, label_epsilon=label_eps,
-                     num_classes=num_classes)
+                     num_classes=num_classes,
+                     majority_rate=_majority_rate(test_labels[list(server_eval)]))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 import subprocess
 import time
@@ -90,7 +91,9 @@ class Watcher:
                     by_dev = self._round_eps.setdefault(int(tx.body["round"]), {})
                     for dev, rec in dict(tx.body.get("devices", {})).items():
                         key = f"{org}/{dev}"
-                        by_dev[key] = by_dev.get(key, 0.0) + float(rec["epsilon"])
+                        # null on the ledger: a non-private session, epsilon infinite
+                        e = math.inf if rec.get("epsilon") is None else float(rec["epsilon"])
+                        by_dev[key] = by_dev.get(key, 0.0) + e
             self._scanned += 1
 
     def ledger_epsilons(self, through_round: int) -> dict[str, float]:
@@ -266,7 +269,8 @@ class Watcher:
             time.sleep(poll_s)
 
 
-def _plot(history: list[dict[str, Any]], path: Path, budget: float | None) -> bool:
+def _plot(history: list[dict[str, Any]], path: Path, budget: float | None, *,
+          majority: float | None = None, baseline: float | None = None) -> bool:
     try:
         import matplotlib
 
@@ -278,6 +282,13 @@ def _plot(history: list[dict[str, Any]], path: Path, budget: float | None) -> bo
     fig, ax1 = plt.subplots(figsize=(7, 4))
     ax1.plot(rounds, [h["accuracy"] for h in history], "o-", color="tab:blue",
              label="held-out accuracy")
+    if baseline is not None:
+        ax1.axhline(baseline, color="tab:green", linestyle="--",
+                    label=f"centralized non-private {baseline:.2f}")
+    if majority is not None:
+        ax1.axhline(majority, color="tab:gray", linestyle=":",
+                    label=f"majority class {majority:.2f}")
+    ax1.legend(loc="upper left", fontsize="small")
     ax1.set_xlabel("round")
     ax1.set_ylabel("accuracy", color="tab:blue")
     ax1.set_ylim(0, 1)
@@ -333,6 +344,7 @@ def summarise(run: StackRun, plan: StackPlan, genesis: Genesis, manifest: Manife
         "final_accuracy": final, "final_version": finalised[-1]["version"] if finalised else 0,
         "rejected_proposals": [h["version"] for h in history if not h["finalised"]],
         "baseline_accuracy": baseline,
+        "majority_class_rate": plan.majority_rate,
         "max_epsilon": max(eps_agent) if eps_agent else None,
         "mean_epsilon": sum(eps_agent) / len(eps_agent) if eps_agent else None,
         "within_budget": (o.epsilon is None
@@ -415,7 +427,9 @@ def finish(run: StackRun, summary: dict[str, Any]) -> dict[str, Any]:
     summary["wall_time_s"] = round(time.monotonic() - run.started, 1)
     summary.setdefault("restarts", [e.as_dict() for e in run.restarts])
     summary.setdefault("status", "completed")
-    if _plot(summary["per_round"], run.root / "progress.png", summary.get("epsilon_budget")):
+    base = summary.get("baseline_accuracy") or {}
+    if _plot(summary["per_round"], run.root / "progress.png", summary.get("epsilon_budget"),
+             majority=summary.get("majority_class_rate"), baseline=base.get("litert")):
         summary["plot"] = str(run.root / "progress.png")
     (run.root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
