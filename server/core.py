@@ -112,6 +112,11 @@ class SessionPlan:
     steps_per_round: int | None = None
 
 
+# How often a round in which no batch arrived is opened again before it is given up
+# (each time with the round policy's full deadline).
+MAX_EMPTY_EXTENSIONS = 3
+
+
 class Phase(enum.Enum):
     IDLE = "idle"
     TRAINING = "training"
@@ -163,6 +168,7 @@ class ServerCore:
         self._aggs: dict[str, GroupAggregate] = {}
         self._round_rows = 0
         self._device_batches: dict[str, int] = {}
+        self._extensions = 0
         self._replay: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         self._replay_rng = np.random.default_rng()
         self._collect_since = 0.0
@@ -243,16 +249,29 @@ class ServerCore:
         self._aggs = {}
         self._round_rows = 0
         self.metrics.set("round", round_no)
+        self._device_batches = {}
+        self._extensions = 0
+        return self._broadcast("start_round", self._start_args())
+
+    def _start_args(self) -> dict[str, str | int | float]:
         args: dict[str, str | int | float] = {"version": self.version, "lr": self.plan.lr}
         if self.plan.steps_per_round is not None:
             args["steps"] = self.plan.steps_per_round
-        self._device_batches = {}
-        return self._broadcast("start_round", args)
+        return args
 
     def tick(self, now: float) -> list[Publish | SubmitTx]:
         """Apply the round policy and the collection deadline."""
         if self.phase is Phase.TRAINING and self.tracker is not None:
             d = self.tracker.decide(now)
+            if d.close and self._round_rows == 0 and self._extensions < MAX_EMPTY_EXTENSIONS:
+                # Nothing arrived before the deadline (broker, ledger or gateways were down):
+                # closing now would skip this round number for good. Open it again with a
+                # fresh deadline; devices that missed start_round join, the others ignore it.
+                self._extensions += 1
+                log.warning("round %d: no batch before the deadline; extending it (%d of %d)",
+                            self.round, self._extensions, MAX_EMPTY_EXTENSIONS)
+                self.tracker = RoundTracker(policy=self._policy, started_at=now)
+                return self._broadcast("start_round", self._start_args())
             if d.close:
                 log.info(
                     "round %d closes (%s): %d of %d devices finished",

@@ -32,7 +32,7 @@ from protocol.messages import (
     weights_digest,
 )
 from protocol.replay import ReplayGuard
-from server.core import Phase, ServerCore, SessionPlan, SubmitTx
+from server.core import MAX_EMPTY_EXTENSIONS, Phase, ServerCore, SessionPlan, SubmitTx
 from server.proposals import ProposalStatus
 from server.round_policy import RoundPolicy
 from server.sfl import SflMode, SplitTrainer
@@ -276,10 +276,14 @@ def test_rejected_proposal_keeps_previous_version() -> None:
         version=3,
     )
     server.start_round(0, now=0.0)
-    # no device finished: the deadline closes the round, the collection deadline ends it
-    assert server.tick(now=10.0)
+    # no device finished: the deadline closes the round (after the empty-round extensions),
+    # the collection deadline ends it
+    t = 10.0
+    while server.phase is Phase.TRAINING:
+        assert server.tick(now=t)
+        t += 10.0
     assert server.phase is Phase.COLLECTING
-    out = server.tick(now=16.0)  # nothing arrived: no aggregate -> next round, same version
+    out = server.tick(now=t + 6)  # nothing arrived: no aggregate -> next round, same version
     assert server.phase is Phase.TRAINING and server.round == 1 and server.version == 3
     assert not any(isinstance(a, SubmitTx) for a in out)
 
@@ -314,8 +318,11 @@ def test_quorum_rejection_reverts_to_the_finalised_halves() -> None:
     )
     server.start_round(0, now=0.0)
     a, y = _sample(16, np.random.default_rng(0))
-    trainer.train("o1", a, y)
-    server.tick(now=10.0)  # deadline -> collecting
+    trainer.train("o1", a, y)  # straight into the trainer: the core counted no batch
+    t = 10.0
+    while server.phase is Phase.TRAINING:  # deadline (after empty-round extensions)
+        server.tick(now=t)
+        t += 10.0
     corrupted = ClientWeights(
         session="s",
         round=0,
@@ -333,7 +340,7 @@ def test_quorum_rejection_reverts_to_the_finalised_halves() -> None:
         )
         == []
     )
-    out = server.tick(now=11.0)
+    out = server.tick(now=t + 1)
     prop = next(x for x in out if isinstance(x, SubmitTx) and x.kind == "model_propose")
     assert prop.body["version"] == 3
     assert server.on_proposal_status(ProposalStatus.PENDING, now=12.0) == []
@@ -343,7 +350,10 @@ def test_quorum_rejection_reverts_to_the_finalised_halves() -> None:
     np.testing.assert_array_equal(trainer.weights()[0], FakeHalf().w)  # server half reverted
     assert not any(isinstance(x, SubmitTx) for x in out)  # nothing finalised
     # the next proposal gets a fresh version number, above the rejected one
-    server.tick(now=30.0)
+    t = 30.0
+    while server.phase is Phase.TRAINING:
+        server.tick(now=t)
+        t += 10.0
     server.on_central_up(
         topics.central_up("o1"),
         seal(
@@ -362,7 +372,7 @@ def test_quorum_rejection_reverts_to_the_finalised_halves() -> None:
             kid="o1.gateway",
         ),
     )
-    out = server.tick(now=31.0)
+    out = server.tick(now=t + 1)
     assert next(x for x in out if isinstance(x, SubmitTx)).body["version"] == 4
 
 
@@ -396,7 +406,10 @@ def _one_org_core(**kw: object) -> tuple[ServerCore, SplitTrainer]:
 
 
 def _aggregate_round(server: ServerCore, rnd: int, seq: int) -> list[Publish | SubmitTx]:
-    server.tick(now=100.0 * rnd + 10)  # deadline -> collecting
+    t = 100.0 * rnd + 10
+    while server.phase is Phase.TRAINING:  # no batch: extended, then given up -> collecting
+        server.tick(now=t)
+        t += 10
     server.on_central_up(
         topics.central_up("o1"),
         seal(
@@ -415,7 +428,23 @@ def _aggregate_round(server: ServerCore, rnd: int, seq: int) -> list[Publish | S
             kid="o1.gateway",
         ),
     )
-    return server.tick(now=100.0 * rnd + 11)
+    return server.tick(now=t + 1)
+
+
+def test_a_round_nobody_reached_is_extended_not_skipped() -> None:
+    """Broker or ledger down for a whole round: the round number is not lost."""
+    server, _ = _one_org_core()
+    out = server.start_round(0, now=0.0)
+    assert out  # start_round broadcast
+    for k in range(MAX_EMPTY_EXTENSIONS):
+        again = server.tick(now=10.0 * (k + 1))
+        assert server.phase is Phase.TRAINING and server.round == 0
+        cmds = [unseal(a.payload, verify_key=_keys("server").verify_key)[1] for a in again
+                if isinstance(a, Publish)]
+        assert any(isinstance(c, Command) and c.kind == "start_round" and c.round == 0
+                   for c in cmds)
+    server.tick(now=10.0 * (MAX_EMPTY_EXTENSIONS + 1))  # given up after the last extension
+    assert server.phase is Phase.COLLECTING and server.round == 0
 
 
 def test_versions_above_every_ledger_proposal() -> None:
