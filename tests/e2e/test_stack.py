@@ -33,9 +33,12 @@ def test_private_stack_learns_within_budget_and_ledger_verifies(tmp_path: Path,
     # ledger spend), but with a loose budget (epsilon 200) so that 4 short rounds beat chance
     # by a margin that holds across seeds (measured 0.31-0.36 vs 0.262 needed); the accuracy
     # at tight budgets is measured in the benchmarks (docs/benchmarks.md), not asserted here.
+    # sl-dpsgd: the client half trains through accounted DP-SGD steps and is averaged; the
+    # frozen default is covered by test_frozen_stack_uploads_no_client_half below.
     options = StackOptions(run_dir=tmp_path / "run", data_dir=data_dir, orgs=2,
                            devices_per_org=2, rounds=4, epsilon=200.0, model="mlp", cut=2,
-                           steps_per_round=6, batch_size=16, lr=0.05, seed=1)
+                           steps_per_round=6, batch_size=16, lr=0.05, seed=1,
+                           privacy_mode="sl-dpsgd")
     rounds_seen: list[dict[str, object]] = []
     summary = StackRun(options, on_progress=rounds_seen.append, echo=lambda _: None).run()
 
@@ -58,6 +61,30 @@ def test_private_stack_learns_within_budget_and_ledger_verifies(tmp_path: Path,
         assert rounds_seen[-1]["epsilon_per_device"][d["device"]] == pytest.approx(  # type: ignore[index]
             d["epsilon_ledger"], rel=1e-9)
     assert summary["within_budget"] is True
+    assert summary["privacy_mode"] == "sl-dpsgd" and summary["labels_public"] is False
+
+
+def test_frozen_stack_uploads_no_client_half_and_accounts_every_row(tmp_path: Path,
+                                                                    data_dir: Path) -> None:
+    """The default mode through the real stack: rounds close without uploads, every
+    finalised version carries the announced client half, labels go by randomized response,
+    and each device's ledger epsilon equals its accountant's."""
+    options = StackOptions(run_dir=tmp_path / "run", data_dir=data_dir, orgs=2,
+                           devices_per_org=1, rounds=2, epsilon=8.0, steps_per_round=3,
+                           batch_size=8, seed=2)
+    rounds_seen: list[dict[str, object]] = []
+    summary = StackRun(options, on_progress=rounds_seen.append, echo=lambda _: None).run()
+    assert len(rounds_seen) == 2 and summary["final_version"] >= 1
+    assert summary["privacy_mode"] == "sl-frozen" and summary["labels_public"] is False
+    assert summary["ledger_verify"] and all(v["ok"] for v in summary["ledger_verify"].values())
+    rejected = {k: v for org in summary["rejected_by_reason"].values() for k, v in org.items()
+                if v}
+    assert not rejected, rejected  # nothing a device sent was refused (no stray uploads)
+    for d in summary["per_device"]:
+        assert 0 < d["epsilon_agent"] <= 8.0
+        assert d["epsilon_ledger"] == pytest.approx(d["epsilon_agent"], rel=1e-9)
+    audit = summary["ledger_audit"]
+    assert not audit.get("missing") and not audit.get("duplicated"), audit
     # honest devices: nothing rejected by any gateway
     assert all(not any(reasons.values()) for reasons in summary["rejected_by_reason"].values())
     # the meters really were read over both transports
