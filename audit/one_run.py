@@ -23,6 +23,7 @@ from audit.bound import OneRunResult, audit_scores, max_reachable_bound
 from audit.canaries import CanaryPlan
 from audit.capture import DeviceCapture
 from audit.errors import AuditError
+from audit.metrics import auc
 from audit.scores import loss_scores, row_distance_scores, weight_update_scores
 from models.runtime import ClientRuntime, ServerRuntime
 
@@ -59,6 +60,10 @@ class CanaryAudit:
         if self.flagged:
             return (f"FLAGGED: the empirical lower bound {lb:.3g} exceeds the reported epsilon "
                     f"{eps:.3g} at {self.confidence:.0%} confidence: the device's claim is false")
+        if not np.isfinite(eps):
+            return (f"non-private session (reported epsilon is infinite): nothing to refute; "
+                    f"the attack's lower bound {lb:.3g} shows what crossed the wire "
+                    f"(a perfect attack with {self.best[1].m} canaries shows {self.strength:.3g})")
         need = canaries_needed(eps, delta=self.delta, confidence=self.confidence,
                                families=len(self.per_score))
         strength = (f"with {self.best[1].m} canaries a perfect attack shows at most "
@@ -98,26 +103,6 @@ def canaries_needed(epsilon: float, *, delta: float, confidence: float = 0.95,
         else:
             lo = mid
     return hi
-
-
-def auc(scores: npt.ArrayLike, positive: npt.ArrayLike) -> float:
-    """Area under the ROC curve (Mann-Whitney, ties count 1/2); 0.5 if one class is empty."""
-    s = np.asarray(scores, np.float64)
-    pos = np.asarray(positive, bool)
-    n1, n0 = int(pos.sum()), int((~pos).sum())
-    if n1 == 0 or n0 == 0:
-        return 0.5
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s))
-    sorted_s = s[order]
-    i = 0
-    while i < len(s):
-        j = i
-        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
 def audit_capture(plan: CanaryPlan, capture: DeviceCapture, *, client: ClientRuntime,

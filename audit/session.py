@@ -1,0 +1,183 @@
+"""A complete audit of one simulated device session: canaries + every attack (orchestration).
+
+Used by ``splitfed audit run``, the tests and ``python -m bench audit``. The
+device runs in :mod:`audit.harness` (the agent's own code); every attack
+reads only the capture directory the harness wrote plus what its threat
+model grants (published client half, final server half, auxiliary public
+data, the canary plan); the ground truth is used only to score the attacks.
+
+Data roles (PLAID by default): the device holds ``n_records`` windows of the
+TRAIN split plus its share of the canaries; the TEST split is cut in two
+halves, *auxiliary* (the attacker's public data of the same kind, for the
+decoder and the gradient centroids) and *non-members* (for membership AUC).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.config import PrivacySection
+from audit.attacks import (
+    RowDecoder,
+    gradient_direction_scores,
+    gradient_norm_scores,
+    label_posterior,
+    membership_loss_attack,
+    privatize_like,
+    reconstruction_metrics,
+)
+from audit.canaries import CanaryPlan, canaries_for_device
+from audit.capture import load_capture
+from audit.harness import TrainerFactory, _default_trainer, run_session
+from audit.metrics import auc, macro_auc
+from audit.one_run import audit_capture
+from audit.scores import forward_all, losses
+from models.data import Windows
+from models.manifest import Manifest
+from models.runtime import ClientRuntime, ServerRuntime
+
+__all__ = ["SessionSpec", "audit_session"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionSpec:
+    privacy: PrivacySection
+    n_records: int = 64
+    epochs: int = 3
+    batch_size: int = 16
+    client_lr: float = 0.05
+    server_lr: float = 0.01
+    seed: int = 0
+
+
+def _aux_split(w: Windows, seed: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    idx = np.random.default_rng(seed + 17).permutation(len(w.x_test))
+    half = len(idx) // 2
+    return idx[:half], idx[half:]
+
+
+def audit_session(windows: Windows, manifest: Manifest, plan: CanaryPlan, spec: SessionSpec,
+                  work_dir: Path, *, trainer_factory: TrainerFactory = _default_trainer,
+                  attacks: bool = True) -> dict[str, Any]:
+    """Run the session, audit it from its capture, return the report's ``results`` section."""
+    p = spec.privacy
+    if spec.n_records > len(windows.x_train):
+        raise ValueError(f"only {len(windows.x_train)} training windows")
+    records = [(i, windows.x_train[i], int(windows.y_train[i])) for i in range(spec.n_records)]
+    records += canaries_for_device(plan)
+    res = run_session(records, privacy=p, manifest=manifest, capture_dir=work_dir / "capture",
+                      state_dir=work_dir / "device-state", epochs=spec.epochs,
+                      batch_size=spec.batch_size, client_lr=spec.client_lr,
+                      server_lr=spec.server_lr, seed=spec.seed, trainer_factory=trainer_factory)
+    cap = load_capture(res.capture_dir, device=res.device, verify_key=res.verify_key)
+    client = ClientRuntime.from_manifest(manifest)   # the published client half
+    server = ServerRuntime.from_manifest(manifest)
+    server.set_weights(res.server_weights)           # the final server half
+    canary = audit_capture(plan, cap, client=client, delta=p.delta, final_server=server,
+                           reported_epsilon=res.reported_epsilon)
+    out: dict[str, Any] = {
+        "mode": p.mode, "reported_epsilon": res.reported_epsilon, "delta": p.delta,
+        "noise_multiplier": p.noise_multiplier if p.enabled else 0.0,
+        "dp_sgd_noise_multiplier": p.dp_sgd_noise_multiplier if p.mode == "sl-dpsgd" else None,
+        "label_policy": p.labels, "label_epsilon": p.label_epsilon, "epochs": spec.epochs,
+        "records": spec.n_records, "canaries": plan.m, "canaries_included": int(plan.included.sum()),
+        "capture": {"activation_batches": len(cap.rows), "gradient_batches": len(cap.grads),
+                    "client_weights": len(cap.weights), "rejected": dict(cap.rejected),
+                    "duplicates": cap.duplicates},
+        "one_run": canary.as_dict(),
+    }
+    if not attacks:
+        return out
+    aux_idx, non_idx = _aux_split(windows, spec.seed)
+    x_norm = {rid: client.normalise(x).astype(np.float64) for rid, x, _ in records}
+    label_of = {rid: y for rid, _, y in records}
+    rng = np.random.default_rng(spec.seed + 99)
+    dp = cap.rows[0].dp
+    # ---- reconstruction ------------------------------------------------------------
+    aux_x = windows.x_test[aux_idx]
+    aux_rows = forward_all(client, aux_x)
+    aux_norm = client.normalise(aux_x).astype(np.float64)
+    noisy_aux = privatize_like(aux_rows, clip_norm=dp.clip_norm,
+                               noise_multiplier=dp.noise_multiplier, mechanism=dp.mechanism,
+                               rng=rng)
+    reps = 4 if dp.mechanism != "none" else 1  # several noise draws per aux window
+    if reps > 1:
+        noisy_aux = np.concatenate([noisy_aux] + [
+            privatize_like(aux_rows, clip_norm=dp.clip_norm, noise_multiplier=dp.noise_multiplier,
+                           mechanism=dp.mechanism, rng=rng) for _ in range(reps - 1)])
+    decoder = RowDecoder(seed=spec.seed).fit(noisy_aux, np.tile(aux_norm, (reps, 1, 1)))
+    rows = np.concatenate([m.activations.reshape(len(m.activations), -1)
+                           for m in cap.rows]).astype(np.float64)
+    ids = [rid for batch in res.truth.batch_ids for rid in batch]
+    real = np.array([rid < plan.first_id for rid in ids])
+    truth_x = np.stack([x_norm[rid] for rid, r in zip(ids, real, strict=True) if r])
+    mean_window = aux_norm.mean(axis=0)
+    recon = reconstruction_metrics(decoder, rows[real], truth_x, mean_window=mean_window,
+                                   seed=spec.seed)
+    clean_dec = RowDecoder(seed=spec.seed).fit(
+        privatize_like(aux_rows, clip_norm=dp.clip_norm, noise_multiplier=0.0, mechanism="none",
+                       rng=rng), aux_norm)
+    clean_rows = forward_all(client, np.stack([windows.x_train[i] for i in range(spec.n_records)]))
+    base = reconstruction_metrics(
+        clean_dec, clean_rows,
+        np.stack([x_norm[i] for i in range(spec.n_records)]), mean_window=mean_window,
+        seed=spec.seed)
+    out["reconstruction"] = {"attack": recon.as_dict(), "no_dp_baseline": base.as_dict()}
+    # ---- labels ------------------------------------------------------------------------
+    k = manifest.num_classes
+    sent = np.concatenate([np.asarray(m.labels, np.int64) for m in cap.rows
+                           if m.labels is not None])
+    true = np.array([label_of[rid] for rid in ids], np.int64)
+    acts = rows.astype(np.float32).reshape(len(rows), *manifest.activation_shape)
+    b = manifest.max_batch
+    probs = np.concatenate([server.predict(acts[i:i + b]) for i in range(0, len(acts), b)])
+    lab_eps = dp.label_epsilon if dp.label_mode == "randomized_response" else None
+    grads = np.concatenate([g.grad.reshape(len(g.grad), -1) for g in cap.grads]).astype(
+        np.float64)
+    centroids = _class_centroids(manifest, res.server_weights, noisy_aux[:len(aux_rows)],
+                                 windows.y_test[aux_idx].astype(np.int64), k)
+    frequent = int(np.bincount(true, minlength=k).argmax())
+    out["labels"] = {
+        "label_mode": dp.label_mode, "label_epsilon": lab_eps,
+        "auc_sent_label": macro_auc(label_posterior(sent, None, k=k, label_epsilon=lab_eps),
+                                    true),
+        "auc_posterior": macro_auc(label_posterior(sent, probs, k=k, label_epsilon=lab_eps),
+                                   true),
+        "auc_model_only": macro_auc(probs, true),
+        "auc_gradient_direction": macro_auc(gradient_direction_scores(grads, centroids), true),
+        "auc_gradient_norm_binary": auc(gradient_norm_scores(grads), true == frequent),
+        "rr_keep_rate": float(np.mean(sent == true)),
+    }
+    # ---- membership --------------------------------------------------------------------
+    final_client = ClientRuntime.from_manifest(manifest)
+    final_client.set_weights(res.client_weights)
+    mem = losses(final_client, server, windows.x_train[:spec.n_records],
+                 windows.y_train[:spec.n_records])
+    non = losses(final_client, server, windows.x_test[non_idx], windows.y_test[non_idx])
+    out["membership"] = {"loss_threshold": membership_loss_attack(mem, non),
+                         "lira": "not implemented (see docs/audit.md)"}
+    return out
+
+
+def _class_centroids(manifest: Manifest, server_weights: tuple[npt.NDArray[np.float32], ...],
+                     rows: npt.NDArray[np.float64], labels: npt.NDArray[np.int64],
+                     k: int) -> npt.NDArray[np.float64]:
+    """Mean gradient direction per class of auxiliary rows through the final server half."""
+    srv = ServerRuntime.from_manifest(manifest)  # a throwaway copy: lr 0 changes no weight
+    srv.set_weights(server_weights)
+    acts = rows.astype(np.float32).reshape(len(rows), *manifest.activation_shape)
+    b = manifest.max_batch
+    gs = []
+    for i in range(0, len(acts), b):
+        _, g = srv.train(acts[i:i + b], labels[i:i + b].astype(np.int32), lr=0.0)
+        gs.append(g.reshape(len(g), -1).astype(np.float64))
+    g_all = np.concatenate(gs)
+    g_all /= np.maximum(np.linalg.norm(g_all, axis=1, keepdims=True), 1e-30)
+    d = g_all.shape[1]
+    return np.stack([g_all[labels == c].mean(axis=0) if (labels == c).any() else np.zeros(d)
+                     for c in range(k)])
