@@ -6,10 +6,13 @@ reads only the capture directory the harness wrote plus what its threat
 model grants (published client half, final server half, auxiliary public
 data, the canary plan); the ground truth is used only to score the attacks.
 
-Data roles (PLAID by default): the device holds ``n_records`` windows of the
-TRAIN split plus its share of the canaries; the TEST split is cut in two
-halves, *auxiliary* (the attacker's public data of the same kind, for the
-decoder and the gradient centroids) and *non-members* (for membership AUC).
+Data roles (PLAID by default): the TRAIN split is shuffled with the seed; the
+device holds its first ``n_records`` windows plus its share of the canaries,
+and the next ``n_records`` (as many as there are) are the *non-members* for
+membership inference, so members and non-members come from one
+distribution (a TRAIN-vs-TEST comparison would also measure any shift
+between the splits). The TEST split is the attacker's *auxiliary* public
+data of the same kind (for the decoder and the gradient centroids).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from audit.attacks import (
 )
 from audit.canaries import CanaryPlan, canaries_for_device
 from audit.capture import load_capture
+from audit.errors import AuditInputError
 from audit.harness import TrainerFactory, _default_trainer, run_session
 from audit.metrics import auc, macro_auc
 from audit.one_run import audit_capture
@@ -41,7 +45,7 @@ from models.data import Windows
 from models.manifest import Manifest
 from models.runtime import ClientRuntime, ServerRuntime
 
-__all__ = ["SessionSpec", "audit_session"]
+__all__ = ["SessionSpec", "audit_session", "privacy_for"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,10 +59,10 @@ class SessionSpec:
     seed: int = 0
 
 
-def _aux_split(w: Windows, seed: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    idx = np.random.default_rng(seed + 17).permutation(len(w.x_test))
-    half = len(idx) // 2
-    return idx[:half], idx[half:]
+def _member_split(w: Windows, n: int, seed: int
+                  ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    idx = np.random.default_rng(seed + 17).permutation(len(w.x_train))
+    return idx[:n], idx[n:2 * n]
 
 
 def audit_session(windows: Windows, manifest: Manifest, plan: CanaryPlan, spec: SessionSpec,
@@ -66,9 +70,10 @@ def audit_session(windows: Windows, manifest: Manifest, plan: CanaryPlan, spec: 
                   attacks: bool = True) -> dict[str, Any]:
     """Run the session, audit it from its capture, return the report's ``results`` section."""
     p = spec.privacy
-    if spec.n_records > len(windows.x_train):
-        raise ValueError(f"only {len(windows.x_train)} training windows")
-    records = [(i, windows.x_train[i], int(windows.y_train[i])) for i in range(spec.n_records)]
+    if not 1 <= spec.n_records < len(windows.x_train):
+        raise AuditInputError(f"n_records must be in 1..{len(windows.x_train) - 1}")
+    mem_idx, non_idx = _member_split(windows, spec.n_records, spec.seed)
+    records = [(int(i), windows.x_train[i], int(windows.y_train[i])) for i in mem_idx]
     records += canaries_for_device(plan)
     res = run_session(records, privacy=p, manifest=manifest, capture_dir=work_dir / "capture",
                       state_dir=work_dir / "device-state", epochs=spec.epochs,
@@ -93,13 +98,12 @@ def audit_session(windows: Windows, manifest: Manifest, plan: CanaryPlan, spec: 
     }
     if not attacks:
         return out
-    aux_idx, non_idx = _aux_split(windows, spec.seed)
     x_norm = {rid: client.normalise(x).astype(np.float64) for rid, x, _ in records}
     label_of = {rid: y for rid, _, y in records}
     rng = np.random.default_rng(spec.seed + 99)
     dp = cap.rows[0].dp
     # ---- reconstruction ------------------------------------------------------------
-    aux_x = windows.x_test[aux_idx]
+    aux_x, aux_y = windows.x_test, windows.y_test.astype(np.int64)
     aux_rows = forward_all(client, aux_x)
     aux_norm = client.normalise(aux_x).astype(np.float64)
     noisy_aux = privatize_like(aux_rows, clip_norm=dp.clip_norm,
@@ -122,11 +126,10 @@ def audit_session(windows: Windows, manifest: Manifest, plan: CanaryPlan, spec: 
     clean_dec = RowDecoder(seed=spec.seed).fit(
         privatize_like(aux_rows, clip_norm=dp.clip_norm, noise_multiplier=0.0, mechanism="none",
                        rng=rng), aux_norm)
-    clean_rows = forward_all(client, np.stack([windows.x_train[i] for i in range(spec.n_records)]))
-    base = reconstruction_metrics(
-        clean_dec, clean_rows,
-        np.stack([x_norm[i] for i in range(spec.n_records)]), mean_window=mean_window,
-        seed=spec.seed)
+    clean_rows = forward_all(client, windows.x_train[mem_idx])
+    base = reconstruction_metrics(clean_dec, clean_rows,
+                                  np.stack([x_norm[int(i)] for i in mem_idx]),
+                                  mean_window=mean_window, seed=spec.seed)
     out["reconstruction"] = {"attack": recon.as_dict(), "no_dp_baseline": base.as_dict()}
     # ---- labels ------------------------------------------------------------------------
     k = manifest.num_classes
@@ -140,7 +143,7 @@ def audit_session(windows: Windows, manifest: Manifest, plan: CanaryPlan, spec: 
     grads = np.concatenate([g.grad.reshape(len(g.grad), -1) for g in cap.grads]).astype(
         np.float64)
     centroids = _class_centroids(manifest, res.server_weights, noisy_aux[:len(aux_rows)],
-                                 windows.y_test[aux_idx].astype(np.int64), k)
+                                 aux_y, k)
     frequent = int(np.bincount(true, minlength=k).argmax())
     out["labels"] = {
         "label_mode": dp.label_mode, "label_epsilon": lab_eps,
@@ -156,9 +159,8 @@ def audit_session(windows: Windows, manifest: Manifest, plan: CanaryPlan, spec: 
     # ---- membership --------------------------------------------------------------------
     final_client = ClientRuntime.from_manifest(manifest)
     final_client.set_weights(res.client_weights)
-    mem = losses(final_client, server, windows.x_train[:spec.n_records],
-                 windows.y_train[:spec.n_records])
-    non = losses(final_client, server, windows.x_test[non_idx], windows.y_test[non_idx])
+    mem = losses(final_client, server, windows.x_train[mem_idx], windows.y_train[mem_idx])
+    non = losses(final_client, server, windows.x_train[non_idx], windows.y_train[non_idx])
     out["membership"] = {"loss_threshold": membership_loss_attack(mem, non),
                          "lira": "not implemented (see docs/audit.md)"}
     return out
@@ -181,3 +183,26 @@ def _class_centroids(manifest: Manifest, server_weights: tuple[npt.NDArray[np.fl
     d = g_all.shape[1]
     return np.stack([g_all[labels == c].mean(axis=0) if (labels == c).any() else np.zeros(d)
                      for c in range(k)])
+
+
+def privacy_for(mode: str, epsilon: float, *, epochs: int, delta: float = 1e-5,
+                label_epsilon: float | None = None) -> PrivacySection:
+    """A device privacy section whose planned spend over ``epochs`` is ``epsilon``.
+
+    ``epsilon = inf`` is the explicit non-private mode ``none``. In ``sl-dpsgd``
+    every record is charged twice per epoch (its row and the DP-SGD step of its
+    batch) at the same noise multiplier. ``label_epsilon`` None = labels public.
+    """
+    from agent.privacy.calibrate import noise_multiplier_for_budget
+
+    labels = "public" if label_epsilon is None else "randomized_response"
+    if not np.isfinite(epsilon):
+        return PrivacySection(epsilon_budget=1e9, mode="none", delta=delta, labels=labels,
+                              label_epsilon=label_epsilon)
+    releases = epochs * (2 if mode == "sl-dpsgd" else 1)
+    lab = None if label_epsilon is None else label_epsilon * epochs / releases
+    z = noise_multiplier_for_budget(epsilon=epsilon, delta=delta, releases_per_record=releases,
+                                    label_epsilon=lab)
+    return PrivacySection(epsilon_budget=epsilon * (1 + 1e-6), mode=mode,  # type: ignore[arg-type]
+                          delta=delta, noise_multiplier=z, labels=labels,  # type: ignore[arg-type]
+                          label_epsilon=label_epsilon, dp_sgd_noise_multiplier=z)

@@ -1,0 +1,250 @@
+"""``splitfed audit``: plan canaries, score a captured session, run a simulated one, show, record.
+
+Exit codes: 0 success (for ``score``/``run``: the audit ran, whatever it
+found), 1 runtime failure, 2 usage or configuration error, 3 ``show``: an
+artifact differs from the signed report, 4 ``show``: the signature does not
+verify, 5 ``score``/``run`` with ``--fail-on-flag``: the device was flagged.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from audit.canaries import canaries_for_device, load_plan, new_plan, save_plan
+from audit.errors import AuditInputError
+from protocol.errors import KeyFileError, SplitfedError
+from protocol.keys import load_signing_key, verify_key_from_hex
+
+EXIT_ARTIFACT, EXIT_BAD_SIGNATURE, EXIT_FLAGGED = 3, 4, 5
+
+
+class _Exit(click.ClickException):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.exit_code = code
+
+    def show(self, file: object = None) -> None:
+        click.echo(f"splitfed audit: {self.format_message()}", err=True)
+
+
+def _fail(exc: SplitfedError) -> click.ClickException:
+    code = 2 if isinstance(exc, AuditInputError | KeyFileError) else 1
+    return _Exit(str(exc), code)
+
+
+@click.group(name="audit")
+def audit_group() -> None:
+    """Empirical privacy audit of a device by attack (docs/audit.md)."""
+
+
+@audit_group.command("canaries")
+@click.option("--m", "m", type=click.IntRange(2, 1_000_000), default=256, show_default=True,
+              help="number of canaries planned (about half go to the device)")
+@click.option("--model", "model_id", default="mlp_dp", show_default=True)
+@click.option("--cut", type=int, default=1, show_default=True)
+@click.option("--kind", type=click.Choice(["spike", "gaussian"]), default="spike",
+              show_default=True)
+@click.option("--plan-out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="the plan with its SECRET seed (mode 0600; keep it from the device)")
+@click.option("--device-out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help=".npz of the included canaries (ids, x, y) to load into the device's data")
+def canaries_cmd(m: int, model_id: str, cut: int, kind: str, plan_out: Path,
+                 device_out: Path) -> None:
+    """Plan M canaries; write the secret plan and the device's random half."""
+    from audit.harness import find_manifest
+    try:
+        man = find_manifest(model_id, cut)
+        plan = new_plan(m=m, shape=man.input_shape, num_classes=man.num_classes,
+                        kind=kind)  # type: ignore[arg-type]
+    except (LookupError, AuditInputError) as exc:
+        raise _Exit(str(exc), 2) from exc
+    save_plan(plan, plan_out)
+    chosen = canaries_for_device(plan)
+    np.savez(device_out, ids=np.array([c[0] for c in chosen], np.int64),
+             x=np.stack([c[1] for c in chosen]), y=np.array([c[2] for c in chosen], np.int64))
+    click.echo(f"planned {m} {kind} canaries for {model_id} cut {cut}; {len(chosen)} included "
+               f"-> {device_out}; secret plan -> {plan_out}")
+
+
+def _load_key(path: Path) -> Any:
+    try:
+        return load_signing_key(path)
+    except KeyFileError as exc:
+        raise _Exit(str(exc), 2) from exc
+
+
+def _verdict(one_run: dict[str, Any]) -> dict[str, Any]:
+    return {k: one_run[k] for k in ("reported_epsilon", "delta", "confidence",
+                                    "epsilon_lower_bound", "flagged", "strength", "note",
+                                    "best_score")}
+
+
+@audit_group.command("score")
+@click.option("--plan", "plan_file", type=click.Path(exists=True, path_type=Path), required=True)
+@click.option("--capture", "capture_dir", type=click.Path(file_okay=False, path_type=Path),
+              required=True, help="directory of captured envelopes (.cose/.cbor/.bin or .hex)")
+@click.option("--device", required=True, help="device id as in its messages")
+@click.option("--org", required=True, help="the device's org (the report names org/device)")
+@click.option("--pubkey", metavar="HEX", help="the device's Ed25519 key (from the ledger)")
+@click.option("--session-id", required=True)
+@click.option("--model", "model_id", default="mlp_dp", show_default=True)
+@click.option("--cut", type=int, default=1, show_default=True)
+@click.option("--server-weights", type=click.Path(exists=True, path_type=Path),
+              help=".npz of the finalised server half (arrays in manifest order) for the "
+                   "loss score")
+@click.option("--delta", type=float, default=1e-5, show_default=True)
+@click.option("--reported-epsilon", type=float,
+              help="the device's claim (default: the largest epsilon_spent it declared)")
+@click.option("--key", "key_file", type=click.Path(path_type=Path), required=True,
+              help="the auditor's signing key")
+@click.option("--auditor", required=True, help="auditor identity, e.g. org2/admin")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--fail-on-flag", is_flag=True, help="exit 5 if the device is flagged")
+def score_cmd(plan_file: Path, capture_dir: Path, device: str, org: str, pubkey: str | None,
+              session_id: str, model_id: str, cut: int, server_weights: Path | None,
+              delta: float, reported_epsilon: float | None, key_file: Path, auditor: str,
+              out: Path, fail_on_flag: bool) -> None:
+    """Score the canaries from a real capture; write the signed report."""
+    from audit.capture import load_capture
+    from audit.harness import find_manifest
+    from audit.one_run import audit_capture
+    from audit.report import write_report
+    from models.runtime import ClientRuntime, ServerRuntime
+
+    key = _load_key(key_file)
+    try:
+        vk = verify_key_from_hex(pubkey) if pubkey else None
+        plan = load_plan(plan_file)
+        man = find_manifest(model_id, cut)
+        cap = load_capture(capture_dir, device=device, verify_key=vk)
+        client = ClientRuntime.from_manifest(man)
+        server = None
+        if server_weights is not None:
+            server = ServerRuntime.from_manifest(man)
+            with np.load(server_weights, allow_pickle=False) as z:
+                server.set_weights([z[n] for n in sorted(z.files)])
+        res = audit_capture(plan, cap, client=client, delta=delta, final_server=server,
+                            reported_epsilon=reported_epsilon)
+    except LookupError as exc:
+        raise _Exit(str(exc), 2) from exc
+    except SplitfedError as exc:
+        raise _fail(exc) from exc
+    one = res.as_dict()
+    run = {"mode": "captured", "reported_epsilon": res.reported_epsilon, "one_run": one,
+           "capture": {"activation_batches": len(cap.rows), "gradient_batches": len(cap.grads),
+                       "client_weights": len(cap.weights), "rejected": dict(cap.rejected),
+                       "duplicates": cap.duplicates, "verified": vk is not None}}
+    digest = write_report(out, session_id=session_id, device=f"{org}/{device}",
+                          verdict=_verdict(one), sessions=[run], plan=plan.to_json(),
+                          signing_key=key, auditor=auditor)
+    click.echo(f"{res.note()}\nreport {out} sha256 {digest}")
+    if fail_on_flag and res.flagged:
+        raise _Exit("device flagged", EXIT_FLAGGED)
+
+
+@audit_group.command("run")
+@click.option("--mode", type=click.Choice(["sl-frozen", "sl-dpsgd", "none"]), required=True)
+@click.option("--epsilon", type=float, default=8.0, show_default=True,
+              help="planned per-record epsilon (ignored for mode none)")
+@click.option("--epochs", type=int, default=3, show_default=True)
+@click.option("--records", type=int, default=200, show_default=True)
+@click.option("--m", "m", type=int, default=256, show_default=True)
+@click.option("--label-epsilon", type=float, help="randomized-response labels (default: public)")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--key", "key_file", type=click.Path(path_type=Path), required=True)
+@click.option("--auditor", required=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--fail-on-flag", is_flag=True, help="exit 5 if the device is flagged")
+def run_cmd(mode: str, epsilon: float, epochs: int, records: int, m: int,
+            label_epsilon: float | None, data_dir: Path | None, key_file: Path, auditor: str,
+            out: Path, fail_on_flag: bool) -> None:
+    """Simulate one device (the agent's own code, PLAID) and audit it with every attack."""
+    from audit.harness import find_manifest
+    from audit.report import write_report
+    from audit.session import SessionSpec, audit_session, privacy_for
+    from models.data import default_window, load_windows
+
+    key = _load_key(key_file)
+    eps = float("inf") if mode == "none" else epsilon
+    try:
+        man = find_manifest("mlp_dp", 1)
+        w = load_windows(default_window("PLAID"), data_dir=data_dir)
+        plan = new_plan(m=m, shape=man.input_shape, num_classes=man.num_classes)
+        spec = SessionSpec(privacy=privacy_for(mode, eps, epochs=epochs,
+                                               label_epsilon=label_epsilon),
+                           n_records=records, epochs=epochs)
+        with tempfile.TemporaryDirectory() as tmp:
+            result = audit_session(w, man, plan, spec, Path(tmp))
+    except SplitfedError as exc:
+        raise _fail(exc) from exc
+    one = result["one_run"]
+    digest = write_report(out, session_id="simulated", device="sim/dev1", verdict=_verdict(one),
+                          sessions=[result], plan=plan.to_json(), signing_key=key,
+                          auditor=auditor)
+    click.echo(f"{one['note']}\nreport {out} sha256 {digest}")
+    if fail_on_flag and one["flagged"]:
+        raise _Exit("device flagged", EXIT_FLAGGED)
+
+
+@audit_group.command("show")
+@click.argument("report", type=click.Path(exists=True, path_type=Path))
+@click.option("--pubkey", metavar="HEX",
+              help="the auditor's key (default: the key the report names, which only shows "
+                   "it is self-consistent)")
+@click.option("--json", "as_json", is_flag=True, help="print the JSON body instead")
+def show_cmd(report: Path, pubkey: str | None, as_json: bool) -> None:
+    """Verify a signed report and print it (exit 4: bad signature, 3: artifact altered)."""
+    from audit.report import load_report, render_markdown
+
+    try:
+        vk = verify_key_from_hex(pubkey) if pubkey else None
+    except KeyFileError as exc:
+        raise click.BadParameter(str(exc), param_hint="--pubkey") from exc
+    try:
+        body, digest, problems = load_report(report, verify_key=vk)
+    except AuditInputError as exc:
+        raise _Exit(str(exc), EXIT_BAD_SIGNATURE) from exc
+    if as_json:
+        click.echo(json.dumps(body, indent=2, sort_keys=True))
+    else:
+        click.echo(render_markdown(body))
+    who = "the given key" if vk is not None else "the key it names (not checked against the ledger)"
+    click.echo(f"signature OK ({who}); report.json sha256 {digest}")
+    if problems:
+        raise _Exit("; ".join(problems), EXIT_ARTIFACT)
+
+
+@audit_group.command("record")
+@click.argument("report", type=click.Path(exists=True, path_type=Path))
+@click.option("--url", default="http://127.0.0.1:7070", show_default=True)
+@click.option("--key", "key_file", type=click.Path(path_type=Path), required=True,
+              help="the key that signed the report (the auditor org's admin key)")
+@click.option("--submitter", required=True, help="e.g. org2/admin")
+@click.option("--chain-id", required=True)
+@click.option("--wait", "wait_s", type=float, default=10.0, show_default=True)
+def record_cmd(report: Path, url: str, key_file: Path, submitter: str, chain_id: str,
+               wait_s: float) -> None:
+    """Record a report's sha256 on the ledger (an audit_report tx)."""
+    from audit.report import audit_report_tx_body, load_report
+    from ledger_node.client import LedgerClient
+    from ledger_node.tx import make_tx
+
+    key = _load_key(key_file)
+    try:
+        body, digest, problems = load_report(report, verify_key=key.verify_key)
+        if problems:
+            raise AuditInputError(problems)
+        tx = make_tx("audit_report", audit_report_tx_body(body, digest), signing_key=key,
+                     submitter=submitter, chain_id=chain_id)
+        r = LedgerClient(url).submit_and_wait(tx, timeout=wait_s)
+    except SplitfedError as exc:
+        raise _fail(exc) from exc
+    if not r.valid:
+        raise _Exit(f"audit_report tx marked invalid: {r.reason}", 3)
+    click.echo(f"recorded report {digest} at height {r.height}")
