@@ -69,7 +69,7 @@ def privatize_like(rows: npt.ArrayLike, *, clip_norm: float, noise_multiplier: f
 
 
 class RowDecoder:
-    """Random tanh features + closed-form ridge regression: rows ``(N, d)`` -> windows ``(N, D)``."""
+    """Random tanh features + closed-form ridge: rows ``(N, d)`` -> windows ``(N, D)``."""
 
     def __init__(self, *, features: int = 512, ridge: float = 1e-2, seed: int = 0) -> None:
         if features < 1 or ridge <= 0:
@@ -98,7 +98,7 @@ class RowDecoder:
         self._proj = rng.normal(0.0, 1.0 / math.sqrt(d), size=(d + 1, self.features))
         phi = self._phi(r)
         a = phi.T @ phi + self.ridge * len(r) * np.eye(phi.shape[1])
-        self._w = np.linalg.solve(a, phi.T @ y)
+        self._w = np.asarray(np.linalg.solve(a, phi.T @ y), np.float64)
         return self
 
     def predict(self, rows: npt.ArrayLike) -> F64:

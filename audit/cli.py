@@ -27,7 +27,7 @@ EXIT_ARTIFACT, EXIT_BAD_SIGNATURE, EXIT_FLAGGED = 3, 4, 5
 class _Exit(click.ClickException):
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
-        self.exit_code = code
+        self.exit_code = code  # type: ignore[misc]  # click reads it; one class, any code
 
     def show(self, file: object = None) -> None:
         click.echo(f"splitfed audit: {self.format_message()}", err=True)

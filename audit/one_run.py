@@ -13,6 +13,7 @@ device does).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -72,7 +73,8 @@ class CanaryAudit:
             more = ("no number of canaries could refute it with this test (the bound "
                     f"saturates at delta {self.delta:g})")
         else:
-            more = f"refuting epsilon {eps:.3g} needs at least {need} canaries and near-perfect scores"
+            more = (f"refuting epsilon {eps:.3g} needs at least {need} canaries and "
+                    "near-perfect scores")
         return (f"not refuted: lower bound {lb:.3g} <= reported {eps:.3g}; {strength}; {more}. "
                 "A pass is consistent with the claim, it does not prove it.")
 
@@ -139,11 +141,10 @@ def audit_capture(plan: CanaryPlan, capture: DeviceCapture, *, client: ClientRun
     if capture.rows:
         scores["row_distance"] = row_distance_scores(client, plan, capture)
     if capture.weights:
-        try:
+        # an architecture without a flat first layer has no such score
+        with contextlib.suppress(AuditError):
             scores["weight_update"] = weight_update_scores(client, plan, init,
                                                            capture.weights[-1].weights)
-        except AuditError:  # architecture without a flat first layer: no such score
-            pass
     if final_server is not None:
         if capture.weights:
             client.set_weights(capture.weights[-1].weights)

@@ -54,7 +54,7 @@ def canary_rows(rt: ClientRuntime, plan: CanaryPlan, capture: DeviceCapture) -> 
     rows = forward_all(rt, plan.windows())
     if dp.mechanism == "none":
         return rows
-    return clip_rows(rows, clip_norm=dp.clip_norm)
+    return np.asarray(clip_rows(rows, clip_norm=dp.clip_norm), np.float64)
 
 
 def received_rows(capture: DeviceCapture) -> F64:

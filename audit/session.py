@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -90,7 +90,8 @@ def audit_session(windows: Windows, manifest: Manifest, plan: CanaryPlan, spec: 
         "noise_multiplier": p.noise_multiplier if p.enabled else 0.0,
         "dp_sgd_noise_multiplier": p.dp_sgd_noise_multiplier if p.mode == "sl-dpsgd" else None,
         "label_policy": p.labels, "label_epsilon": p.label_epsilon, "epochs": spec.epochs,
-        "records": spec.n_records, "canaries": plan.m, "canaries_included": int(plan.included.sum()),
+        "records": spec.n_records, "canaries": plan.m,
+        "canaries_included": int(plan.included.sum()),
         "capture": {"activation_batches": len(cap.rows), "gradient_batches": len(cap.grads),
                     "client_weights": len(cap.weights), "rejected": dict(cap.rejected),
                     "duplicates": cap.duplicates},
@@ -195,7 +196,8 @@ def privacy_for(mode: str, epsilon: float, *, epochs: int, delta: float = 1e-5,
     """
     from agent.privacy.calibrate import noise_multiplier_for_budget
 
-    labels = "public" if label_epsilon is None else "randomized_response"
+    labels: Literal["public", "randomized_response"] = (
+        "public" if label_epsilon is None else "randomized_response")
     if not np.isfinite(epsilon):
         return PrivacySection(epsilon_budget=1e9, mode="none", delta=delta, labels=labels,
                               label_epsilon=label_epsilon)
@@ -204,5 +206,5 @@ def privacy_for(mode: str, epsilon: float, *, epochs: int, delta: float = 1e-5,
     z = noise_multiplier_for_budget(epsilon=epsilon, delta=delta, releases_per_record=releases,
                                     label_epsilon=lab)
     return PrivacySection(epsilon_budget=epsilon * (1 + 1e-6), mode=mode,  # type: ignore[arg-type]
-                          delta=delta, noise_multiplier=z, labels=labels,  # type: ignore[arg-type]
+                          delta=delta, noise_multiplier=z, labels=labels,
                           label_epsilon=label_epsilon, dp_sgd_noise_multiplier=z)

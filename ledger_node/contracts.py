@@ -82,6 +82,10 @@ def _num(v: object) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _num_at_least(v: Any, lo: float) -> bool:
+    return _num(v) and v >= lo
+
+
 def _validators(st: Overlay) -> dict[str, str]:
     v = st.get("validators")
     return dict(v) if v else {}
@@ -370,10 +374,10 @@ def _audit_report(st: Overlay, tx: Tx, height: int) -> None:
           "auditor_pubkey must be the key that submits the report (it signed the report)")
     _need(isinstance(b.get("flagged"), bool), "flagged must be a bool")
     lb, rep, conf = b.get("epsilon_lower_bound"), b.get("reported_epsilon"), b.get("confidence")
-    _need(_num(lb) and lb >= 0, "epsilon_lower_bound must be a number >= 0")
-    _need(rep is None or (_num(rep) and rep >= 0),
+    _need(_num_at_least(lb, 0), "epsilon_lower_bound must be a number >= 0")
+    _need(rep is None or _num_at_least(rep, 0),
           "reported_epsilon must be a number >= 0 or null (non-private)")
-    _need(_num(conf) and 0 < conf < 1, "confidence must be in (0, 1)")
+    _need(_num_at_least(conf, 0) and 0 < float(conf or 0) < 1, "confidence must be in (0, 1)")
     key = f"audit_report/{digest}"
     _need(st.get(key) is None, f"audit report {digest} is already recorded")
     st.put(key, {"session_id": s["session_id"], "device": dev, "auditor": tx.submitter,

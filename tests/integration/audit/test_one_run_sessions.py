@@ -88,12 +88,13 @@ def test_private_session_bound_stays_below_the_reported_epsilon(
 
 # rows heavily noised (a small claimed epsilon) so that what the broken mode leaks through
 # the uncharged weight updates is what the audit must find
-BROKEN = {"noise_multiplier": 50.0, "dp_sgd_noise_multiplier": 50.0}
+BROKEN_Z = 50.0
 
 
 def test_uncharged_client_updates_are_flagged(plaid: Windows, manifest: Manifest,
                                               tmp_path: Path) -> None:
-    p = PrivacySection(epsilon_budget=1e9, mode="sl-dpsgd", labels="public", **BROKEN)
+    p = PrivacySection(epsilon_budget=1e9, mode="sl-dpsgd", labels="public",
+                       noise_multiplier=BROKEN_Z, dp_sgd_noise_multiplier=BROKEN_Z)
     spec = SessionSpec(privacy=p, n_records=16, epochs=5, client_lr=0.5)
     out = audit_session(plaid, manifest, _plan(manifest), spec, tmp_path / "broken",
                         trainer_factory=_broken, attacks=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -51,7 +52,7 @@ def test_pure_dp_all_correct_has_a_closed_form() -> None:
 def test_bound_grows_with_correct_guesses_and_with_m() -> None:
     bounds = [epsilon_lower_bound(m=500, r=100, v=v, delta=1e-5) for v in (50, 60, 75, 90, 100)]
     assert bounds[0] == 0.0
-    assert all(a < b for a, b in zip(bounds, bounds[1:], strict=False))
+    assert all(a < b for a, b in itertools.pairwise(bounds))
     strengths = [max_reachable_bound(m=m, delta=1e-5) for m in (10, 100, 1000)]
     assert strengths[0] < strengths[1] < strengths[2]
 

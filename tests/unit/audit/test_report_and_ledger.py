@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from audit.report import audit_report_tx_body, load_report, write_report
 from audit.errors import AuditInputError
+from audit.report import audit_report_tx_body, load_report, write_report
 from deploy.cli import main as splitfed
 from ledger_node.cli import main as ledger_cli
 from ledger_node.node import LedgerNode
