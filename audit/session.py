@@ -131,7 +131,14 @@ def audit_session(windows: Windows, manifest: Manifest, plan: CanaryPlan, spec: 
     base = reconstruction_metrics(clean_dec, clean_rows,
                                   np.stack([x_norm[int(i)] for i in mem_idx]),
                                   mean_window=mean_window, seed=spec.seed)
-    out["reconstruction"] = {"attack": recon.as_dict(), "no_dp_baseline": base.as_dict()}
+    # the first row sent for the record with the smallest id (the same window across
+    # sessions that share the seed, so plots can compare them)
+    ex = ids.index(min(int(i) for i in mem_idx))
+    example = {"record": ids[ex], "true": [round(float(v), 4) for v in x_norm[ids[ex]].ravel()],
+               "reconstructed": [round(float(v), 4)
+                                 for v in decoder.predict(rows[ex:ex + 1]).ravel()]}
+    out["reconstruction"] = {"attack": recon.as_dict(), "no_dp_baseline": base.as_dict(),
+                             "example": example}
     # ---- labels ------------------------------------------------------------------------
     k = manifest.num_classes
     sent = np.concatenate([np.asarray(m.labels, np.int64) for m in cap.rows
