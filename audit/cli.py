@@ -248,3 +248,42 @@ def record_cmd(report: Path, url: str, key_file: Path, submitter: str, chain_id:
     if not r.valid:
         raise _Exit(f"audit_report tx marked invalid: {r.reason}", 3)
     click.echo(f"recorded report {digest} at height {r.height}")
+
+
+@audit_group.command("capture")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=1883, show_default=True)
+@click.option("--topic", required=True, help="e.g. 'splitfed/v1/acme/#'")
+@click.option("--username")
+@click.option("--password-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--ca-certs", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CA bundle for a TLS listener")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="hex file to append to (one envelope per line); put it in the capture dir")
+@click.option("--duration", type=float, required=True, help="seconds to record")
+def capture_cmd(host: str, port: int, topic: str, username: str | None,
+                password_file: Path | None, ca_certs: Path | None, out: Path,
+                duration: float) -> None:
+    """Record a session's MQTT traffic for `score` (like mosquitto_sub -F %x)."""
+    import time
+
+    from audit.recorder import CaptureRecorder
+
+    password = password_file.read_text().rstrip("\r\n") if password_file else None
+    try:
+        rec = CaptureRecorder(host=host, port=port, topic=topic, out=out, username=username,
+                              password=password,
+                              ca_certs=None if ca_certs is None else str(ca_certs))
+    except SplitfedError as exc:
+        raise _fail(exc) from exc
+    try:
+        rec.wait_subscribed(15.0)
+        click.echo(f"recording {topic} into {out} for {duration:g} s", err=True)
+        time.sleep(max(0.0, duration))
+    except SplitfedError as exc:
+        raise _fail(exc) from exc
+    except KeyboardInterrupt:
+        pass
+    finally:
+        rec.close()
+    click.echo(f"recorded {rec.messages} messages ({rec.bytes} bytes) into {out}")

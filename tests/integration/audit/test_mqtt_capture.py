@@ -1,23 +1,26 @@
-"""A real capture: the session's envelopes go through Mosquitto, `mosquitto_sub -F %x` records them.
+"""A real capture: the session's envelopes go through Mosquitto, the audit recorder records them.
 
-The audit scored from that hex capture must equal the audit scored from the
-envelopes as the harness wrote them: the production path (docs/audit.md,
-"Running an audit on a production session") reads what the broker carried.
+The recorder (``splitfed audit capture``) writes the ``mosquitto_sub -F %x``
+format. The audit scored from that hex capture must equal the audit scored
+from the envelopes as the harness wrote them: the production path
+(docs/audit.md) reads what the broker carried.
 """
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from audit.canaries import canaries_for_device, new_plan
 from audit.capture import load_capture
 from audit.harness import find_manifest, run_session
 from audit.one_run import audit_capture
+from audit.recorder import CaptureRecorder
 from audit.session import privacy_for
 from deploy.broker import MosquittoBroker
 from models.data import default_window, load_windows
@@ -30,10 +33,12 @@ from tests.integration.conftest import MQTT_USERS
 pytestmark = pytest.mark.integration
 
 
-def _pub(broker: MosquittoBroker, user: str, topic: str, path: Path) -> None:
-    subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(broker.port), "-u", user,
-                    "-P", MQTT_USERS[user], "-q", "1", "-t", topic, "-f", str(path)],
-                   check=True, timeout=10, capture_output=True)
+def _publisher(broker: MosquittoBroker, user: str) -> paho.Client:
+    c = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    c.username_pw_set(user, MQTT_USERS[user])
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    return c
 
 
 def test_audit_from_a_broker_capture_equals_the_direct_one(mosquitto: MosquittoBroker,
@@ -47,38 +52,35 @@ def test_audit_from_a_broker_capture_equals_the_direct_one(mosquitto: MosquittoB
                       capture_dir=tmp_path / "direct", state_dir=tmp_path / "st", epochs=1)
     cap_dir = tmp_path / "mqtt"
     cap_dir.mkdir()
-    out = (cap_dir / "acme.hex").open("wb")
-    sub = subprocess.Popen(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(mosquitto.port),
-                            "-u", "gateway", "-P", MQTT_USERS["gateway"], "-q", "1",
-                            "-t", "splitfed/v1/acme/#", "-F", "%x"], stdout=out)
+    rec = CaptureRecorder(host="127.0.0.1", port=mosquitto.port, topic="splitfed/v1/acme/#",
+                          out=cap_dir / "acme.hex", username="gateway",
+                          password=MQTT_USERS["gateway"])
+    dev, srv = _publisher(mosquitto, "dev1"), _publisher(mosquitto, "server")
     try:
-        probes = 0
-        probe = tmp_path / "probe.bin"
-        probe.write_bytes(b"probe")
-        deadline = time.monotonic() + 15
-        while b"70726f6265" not in (cap_dir / "acme.hex").read_bytes():  # hex of b"probe"
-            assert time.monotonic() < deadline, "mosquitto_sub never received the probe"
-            _pub(mosquitto, "dev1", up("acme", "dev1"), probe)
-            probes += 1
-            time.sleep(0.2)
+        rec.wait_subscribed(15)
         files = sorted((tmp_path / "direct").iterdir())
         for f in files:
-            kid = peek(f.read_bytes()).kid
-            if kid == "server":
-                _pub(mosquitto, "server", down("acme", res.device), f)
+            blob = f.read_bytes()
+            if peek(blob).kid == "server":
+                info = srv.publish(down("acme", res.device), blob, qos=1)
             else:
-                _pub(mosquitto, "dev1", up("acme", res.device), f)
+                info = dev.publish(up("acme", res.device), blob, qos=1)
+            info.wait_for_publish(timeout=10)
+            assert info.is_published()
+        dev.publish(up("acme", res.device), b"not an envelope", qos=1).wait_for_publish(10)
         deadline = time.monotonic() + 15
-        while (cap_dir / "acme.hex").read_bytes().count(b"\n") < probes + len(files):
-            assert time.monotonic() < deadline, "not every envelope reached the subscriber"
-            time.sleep(0.1)
+        while rec.messages < len(files) + 1:
+            assert time.monotonic() < deadline, "not every envelope reached the recorder"
+            time.sleep(0.05)
     finally:
-        sub.terminate()
-        sub.wait(timeout=10)
-        out.close()
+        for c in (dev, srv):
+            c.disconnect()
+            c.loop_stop()
+            c._reset_sockets()  # paho's wake-up socketpair
+        rec.close()
     via_mqtt = load_capture(cap_dir, device=res.device, verify_key=res.verify_key)
     direct = load_capture(tmp_path / "direct", device=res.device, verify_key=res.verify_key)
-    assert via_mqtt.rejected == {"MalformedMessage": probes}  # the probes, counted
+    assert via_mqtt.rejected == {"MalformedMessage": 1}  # the junk payload, counted
     assert [m.seq for m in via_mqtt.rows] == [m.seq for m in direct.rows]
     assert len(via_mqtt.grads) == len(direct.grads) and len(via_mqtt.weights) == 1
     assert all(np.array_equal(a.activations, b.activations)
