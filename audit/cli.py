@@ -159,11 +159,15 @@ def score_cmd(plan_file: Path, capture_dir: Path, device: str, org: str, pubkey:
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--key", "key_file", type=click.Path(path_type=Path), required=True)
 @click.option("--auditor", required=True)
+@click.option("--session-id", default="simulated", show_default=True,
+              help="session the report names (a ledger session, to record it)")
+@click.option("--device", default="sim/dev1", show_default=True,
+              help="org/device the report names (a registered device, to record it)")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--fail-on-flag", is_flag=True, help="exit 5 if the device is flagged")
 def run_cmd(mode: str, epsilon: float, epochs: int, records: int, m: int,
             label_epsilon: float | None, data_dir: Path | None, key_file: Path, auditor: str,
-            out: Path, fail_on_flag: bool) -> None:
+            session_id: str, device: str, out: Path, fail_on_flag: bool) -> None:
     """Simulate one device (the agent's own code, PLAID) and audit it with every attack."""
     from audit.harness import find_manifest
     from audit.report import write_report
@@ -184,7 +188,7 @@ def run_cmd(mode: str, epsilon: float, epochs: int, records: int, m: int,
     except SplitfedError as exc:
         raise _fail(exc) from exc
     one = result["one_run"]
-    digest = write_report(out, session_id="simulated", device="sim/dev1", verdict=_verdict(one),
+    digest = write_report(out, session_id=session_id, device=device, verdict=_verdict(one),
                           sessions=[result], plan=plan.to_json(), signing_key=key,
                           auditor=auditor)
     click.echo(f"{one['note']}\nreport {out} sha256 {digest}")
