@@ -34,8 +34,12 @@ randomized response they should not beat the RR rate. Reported as macro
 one-vs-rest ROC AUC against the TRUE labels.
 
 Membership inference on the final model: the loss-threshold attack (Yeom et
-al. 2018): lower loss = member. Members are the device's records, non-members
-records of the same distribution it never saw. AUC and TPR at 1% FPR.
+al. 2018): lower loss = member; and a small online LiRA (Carlini et al.
+2022): shadow sessions of the same device code and privacy parameters on
+random halves of the candidate pool give, per example, Gaussians of its
+logit-confidence with and without it; the score is their likelihood ratio.
+Members are the device's records, non-members records of the same
+distribution it never saw. AUC and TPR at 1% FPR.
 """
 
 from __future__ import annotations
@@ -51,7 +55,8 @@ from audit.errors import AuditInputError
 from audit.metrics import auc, distance_correlation, dtw, macro_auc, nmse, tpr_at_fpr
 
 __all__ = ["ReconstructionResult", "RowDecoder", "gradient_direction_scores",
-           "gradient_norm_scores", "label_aucs", "label_posterior",
+           "gradient_norm_scores", "label_aucs", "label_posterior", "lira_scores",
+           "logit_confidence",
            "membership_loss_attack", "privatize_like", "reconstruction_metrics"]
 
 F64 = npt.NDArray[np.float64]
@@ -195,3 +200,42 @@ def membership_loss_attack(member_loss: npt.ArrayLike,
 
 def label_aucs(true: npt.ArrayLike, scores: dict[str, npt.ArrayLike]) -> dict[str, float]:
     return {name: macro_auc(s, true) for name, s in scores.items()}
+
+
+def logit_confidence(loss: npt.ArrayLike) -> F64:
+    """``log(p / (1 - p))`` of the true class from a cross-entropy loss (``p = e^-loss``).
+
+    LiRA's statistic (Carlini et al. 2022, sec. 4): close to Gaussian across
+    training runs, unlike the loss itself.
+    """
+    p = np.exp(-np.asarray(loss, np.float64))
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    out: F64 = np.log(p) - np.log1p(-p)
+    return out
+
+
+def lira_scores(target: npt.ArrayLike, shadow: npt.ArrayLike, shadow_in: npt.ArrayLike) -> F64:
+    """Online LiRA (Carlini et al. 2022, Alg. 1) with a global variance per side.
+
+    ``target[j]``: the statistic of example ``j`` under the audited model;
+    ``shadow[s, j]``: under shadow model ``s``; ``shadow_in[s, j]``: whether ``j``
+    was in shadow ``s``'s training data. Score = log-likelihood ratio of the
+    IN and OUT Gaussians (per-example means, variances pooled over examples,
+    as the paper recommends for few shadows). Higher = member.
+    """
+    t = np.asarray(target, np.float64)
+    s = np.asarray(shadow, np.float64)
+    inn = np.asarray(shadow_in, bool)
+    if s.ndim != 2 or s.shape != inn.shape or s.shape[1] != t.shape[0]:
+        raise AuditInputError("shadow statistics must be (shadows, examples) like the mask")
+    n_in, n_out = inn.sum(axis=0), (~inn).sum(axis=0)
+    if (n_in == 0).any() or (n_out == 0).any():
+        raise AuditInputError("every example needs at least one IN and one OUT shadow")
+    mu_in = np.where(inn, s, 0.0).sum(axis=0) / n_in
+    mu_out = np.where(~inn, s, 0.0).sum(axis=0) / n_out
+    var_in = max(float(np.where(inn, (s - mu_in) ** 2, 0.0).sum() / max(1, inn.sum() - 1)), 1e-6)
+    var_out = max(float(np.where(~inn, (s - mu_out) ** 2, 0.0).sum()
+                        / max(1, (~inn).sum() - 1)), 1e-6)
+    out: F64 = (-(t - mu_in) ** 2 / (2 * var_in) - 0.5 * math.log(var_in)
+                + (t - mu_out) ** 2 / (2 * var_out) + 0.5 * math.log(var_out))
+    return out

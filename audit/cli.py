@@ -100,7 +100,10 @@ def _verdict(one_run: dict[str, Any]) -> dict[str, Any]:
                    "loss score")
 @click.option("--delta", type=float, default=1e-5, show_default=True)
 @click.option("--reported-epsilon", type=float,
-              help="the device's claim (default: the largest epsilon_spent it declared)")
+              help="the device's claim (default: the larger of the largest epsilon_spent it "
+                   "declared and, with --ledger-url, the spend its gateway recorded)")
+@click.option("--ledger-url", help="ledger API: read the device's recorded spend for the "
+                                   "session and put it in the report")
 @click.option("--key", "key_file", type=click.Path(path_type=Path), required=True,
               help="the auditor's signing key")
 @click.option("--auditor", required=True, help="auditor identity, e.g. org2/admin")
@@ -108,8 +111,8 @@ def _verdict(one_run: dict[str, Any]) -> dict[str, Any]:
 @click.option("--fail-on-flag", is_flag=True, help="exit 5 if the device is flagged")
 def score_cmd(plan_file: Path, capture_dir: Path, device: str, org: str, pubkey: str | None,
               session_id: str, model_id: str, cut: int, server_weights: Path | None,
-              delta: float, reported_epsilon: float | None, key_file: Path, auditor: str,
-              out: Path, fail_on_flag: bool) -> None:
+              delta: float, reported_epsilon: float | None, ledger_url: str | None,
+              key_file: Path, auditor: str, out: Path, fail_on_flag: bool) -> None:
     """Score the canaries from a real capture; write the signed report."""
     from audit.capture import load_capture
     from audit.harness import find_manifest
@@ -123,6 +126,12 @@ def score_cmd(plan_file: Path, capture_dir: Path, device: str, org: str, pubkey:
         plan = load_plan(plan_file)
         man = find_manifest(model_id, cut)
         cap = load_capture(capture_dir, device=device, verify_key=vk)
+        ledger_eps = None
+        if ledger_url is not None:
+            from ledger_node.client import LedgerClient
+            ledger_eps = LedgerClient(ledger_url).device_spend(session_id, f"{org}/{device}")
+        if reported_epsilon is None:
+            reported_epsilon = max(cap.reported_epsilon, ledger_eps or 0.0)
         client = ClientRuntime.from_manifest(man)
         server = None
         if server_weights is not None:
@@ -137,6 +146,7 @@ def score_cmd(plan_file: Path, capture_dir: Path, device: str, org: str, pubkey:
         raise _fail(exc) from exc
     one = res.as_dict()
     run = {"mode": "captured", "reported_epsilon": res.reported_epsilon, "one_run": one,
+           "declared_epsilon": cap.reported_epsilon, "ledger_epsilon": ledger_eps,
            "capture": {"activation_batches": len(cap.rows), "gradient_batches": len(cap.grads),
                        "client_weights": len(cap.weights), "rejected": dict(cap.rejected),
                        "duplicates": cap.duplicates, "verified": vk is not None}}

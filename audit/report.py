@@ -104,6 +104,10 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             mem = run["membership"]["loss_threshold"]
             lines.append(f"| membership (loss threshold) AUC / TPR at 1% FPR | "
                          f"{_num(mem['auc'])} / {_num(mem['tpr_at_1pct_fpr'])} |")
+            lira = run["membership"].get("lira")
+            if lira:
+                lines.append(f"| membership (LiRA, {int(lira['shadows'])} shadows) AUC / TPR "
+                             f"at 1% FPR | {_num(lira['auc'])} / {_num(lira['tpr_at_1pct_fpr'])} |")
     lines += ["", "A lower bound at or below the reported epsilon is consistent with the claim; "
               "it does not prove it (see docs/audit.md).", ""]
     return "\n".join(lines)

@@ -30,6 +30,8 @@ from audit.attacks import (
     gradient_direction_scores,
     gradient_norm_scores,
     label_posterior,
+    lira_scores,
+    logit_confidence,
     membership_loss_attack,
     privatize_like,
     reconstruction_metrics,
@@ -38,7 +40,7 @@ from audit.canaries import CanaryPlan, canaries_for_device
 from audit.capture import load_capture
 from audit.errors import AuditInputError
 from audit.harness import TrainerFactory, _default_trainer, run_session
-from audit.metrics import auc, macro_auc
+from audit.metrics import auc, macro_auc, tpr_at_fpr
 from audit.one_run import audit_capture
 from audit.scores import forward_all, losses
 from models.data import Windows
@@ -57,6 +59,7 @@ class SessionSpec:
     client_lr: float = 0.05
     server_lr: float = 0.01
     seed: int = 0
+    lira_shadows: int = 0   # shadow sessions for LiRA (0 = loss-threshold attack only)
 
 
 def _member_split(w: Windows, n: int, seed: int
@@ -169,9 +172,52 @@ def audit_session(windows: Windows, manifest: Manifest, plan: CanaryPlan, spec: 
     final_client.set_weights(res.client_weights)
     mem = losses(final_client, server, windows.x_train[mem_idx], windows.y_train[mem_idx])
     non = losses(final_client, server, windows.x_train[non_idx], windows.y_train[non_idx])
-    out["membership"] = {"loss_threshold": membership_loss_attack(mem, non),
-                         "lira": "not implemented (see docs/audit.md)"}
+    out["membership"] = {"loss_threshold": membership_loss_attack(mem, non)}
+    if spec.lira_shadows > 0:
+        out["membership"]["lira"] = _lira(windows, manifest, spec, work_dir, mem_idx, non_idx,
+                                          np.concatenate([mem, non]), trainer_factory)
     return out
+
+
+def _lira(windows: Windows, manifest: Manifest, spec: SessionSpec, work_dir: Path,
+          mem_idx: npt.NDArray[np.int64], non_idx: npt.NDArray[np.int64],
+          target_loss: npt.NDArray[np.float64], trainer_factory: TrainerFactory
+          ) -> dict[str, float]:
+    """Online LiRA with ``spec.lira_shadows`` shadow sessions on halves of the pool."""
+    pool = np.concatenate([mem_idx, non_idx])
+    rng = np.random.default_rng(spec.seed + 4242)
+    n = len(pool)
+    stats: list[npt.NDArray[np.float64]] = []
+    masks: list[npt.NDArray[np.bool_]] = []
+    for s in range(spec.lira_shadows):
+        # balanced: shadow s and s+1 take complementary halves, so every example is IN and OUT
+        if s % 2 == 0:
+            perm = rng.permutation(n)
+            half = np.zeros(n, bool)
+            half[perm[:n // 2]] = True
+        else:
+            half = ~masks[-1]
+        chosen = pool[half]
+        recs = [(int(i), windows.x_train[i], int(windows.y_train[i])) for i in chosen]
+        sh = run_session(recs, privacy=spec.privacy, manifest=manifest,
+                         capture_dir=work_dir / f"shadow{s}" / "capture",
+                         state_dir=work_dir / f"shadow{s}" / "state", epochs=spec.epochs,
+                         batch_size=spec.batch_size, client_lr=spec.client_lr,
+                         server_lr=spec.server_lr, seed=spec.seed + 1000 + s,
+                         trainer_factory=trainer_factory)
+        c = ClientRuntime.from_manifest(manifest)
+        c.set_weights(sh.client_weights)
+        srv = ServerRuntime.from_manifest(manifest)
+        srv.set_weights(sh.server_weights)
+        stats.append(logit_confidence(losses(c, srv, windows.x_train[pool],
+                                             windows.y_train[pool])))
+        masks.append(half)
+    if len(masks) < 2:
+        raise AuditInputError("LiRA needs at least 2 shadow sessions")
+    scores = lira_scores(logit_confidence(target_loss), np.stack(stats), np.stack(masks))
+    pos = np.concatenate([np.ones(len(mem_idx), bool), np.zeros(len(non_idx), bool)])
+    return {"auc": auc(scores, pos), "tpr_at_1pct_fpr": tpr_at_fpr(scores, pos, 0.01),
+            "shadows": float(len(masks))}
 
 
 def _class_centroids(manifest: Manifest, server_weights: tuple[npt.NDArray[np.float32], ...],

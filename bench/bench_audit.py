@@ -33,13 +33,13 @@ from models.data import default_window, load_windows
 
 MODES = ("sl-frozen", "sl-dpsgd")
 EPSILONS = (1.0, 4.0, 8.0, math.inf)
-EPOCHS, RECORDS, CANARIES, LABEL_SHARE = 3, 200, 256, 0.25
+EPOCHS, RECORDS, CANARIES, LABEL_SHARE, SHADOWS = 3, 200, 256, 0.25, 8
 
 
 def _cell(w: Any, man: Any, mode: str, eps: float, seed: int) -> dict[str, Any]:
     lab = None if math.isinf(eps) else LABEL_SHARE * eps / EPOCHS
     spec = SessionSpec(privacy=privacy_for(mode, eps, epochs=EPOCHS, label_epsilon=lab),
-                       n_records=RECORDS, epochs=EPOCHS, seed=seed)
+                       n_records=RECORDS, epochs=EPOCHS, seed=seed, lira_shadows=SHADOWS)
     plan = new_plan(m=CANARIES, shape=man.input_shape, num_classes=man.num_classes,
                     seed=None)  # fresh secret coins per cell
     t0 = time.perf_counter()
@@ -74,9 +74,12 @@ def _plot(cells: dict[str, dict[str, Any]], path: Path) -> None:
         (ax[0, 2], "one-run lower bound on epsilon (95%)",
          lambda c: c["one_run"]["epsilon_lower_bound"]),
         (ax[1, 0], "label inference AUC (posterior)", lambda c: c["labels"]["auc_posterior"]),
-        (ax[1, 1], "membership AUC (loss threshold)",
+        (ax[1, 1], "membership AUC (solid: loss threshold, dashed: LiRA)",
          lambda c: c["membership"]["loss_threshold"]["auc"]),
     ]
+    for mode, marker in zip(MODES, ("o", "s"), strict=True):
+        ax[1, 1].plot(xs, series(mode, lambda c: c["membership"]["lira"]["auc"]), ls="--",
+                      marker=marker, label=f"{mode} LiRA")
     for a, title, get in panels:
         for mode, marker in zip(MODES, ("o", "s"), strict=True):
             a.plot(xs, series(mode, get), marker=marker, label=mode)
@@ -131,19 +134,22 @@ def main() -> None:
              "", f"`python -m bench audit`: {RECORDS} PLAID TRAIN windows + about half of "
              f"{CANARIES} spike canaries on one simulated device (the agent's own code), "
              f"{EPOCHS} epochs, mlp_dp cut 1; labels by randomized response with "
-             f"{LABEL_SHARE:.0%} of the budget (plain at eps = inf). One run per row.", "",
+             f"{LABEL_SHARE:.0%} of the budget (plain at eps = inf); LiRA with {SHADOWS} shadow "
+             "sessions of the same device code. One run per row.", "",
              "| mode | eps (reported) | one-run LB (95%) | best score | recon NMSE | DTW "
-             "| dCor | label AUC (sent / posterior / grad dir) | member AUC | TPR@1%FPR |",
+             "| dCor | label AUC (sent / posterior / grad dir) | member AUC loss / LiRA "
+             "| TPR@1%FPR loss / LiRA |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for c in cells.values():
         one, rec, lab = c["one_run"], c["reconstruction"]["attack"], c["labels"]
-        mem = c["membership"]["loss_threshold"]
+        mem, lira = c["membership"]["loss_threshold"], c["membership"]["lira"]
         lines.append(
             f"| {c['mode']} | {_fmt(c['reported_epsilon'])} | {_fmt(one['epsilon_lower_bound'])} "
             f"| {one['best_score']} | {_fmt(rec['nmse'])} | {_fmt(rec['dtw'])} "
             f"| {_fmt(rec['distance_correlation'])} | {_fmt(lab['auc_sent_label'])} / "
             f"{_fmt(lab['auc_posterior'])} / {_fmt(lab['auc_gradient_direction'])} "
-            f"| {_fmt(mem['auc'])} | {_fmt(mem['tpr_at_1pct_fpr'])} |")
+            f"| {_fmt(mem['auc'])} / {_fmt(lira['auc'])} "
+            f"| {_fmt(mem['tpr_at_1pct_fpr'])} / {_fmt(lira['tpr_at_1pct_fpr'])} |")
     b = cells["none@inf"]["reconstruction"]
     lines += ["", f"No-DP reconstruction baseline (clean rows of the published client half): "
               f"NMSE {_fmt(b['no_dp_baseline']['nmse'])}, DTW {_fmt(b['no_dp_baseline']['dtw'])}"

@@ -162,3 +162,14 @@ def test_score_cli_on_a_capture_directory(plaid: Windows, manifest: Manifest,
                      public_key_hex(key)]) == 0
     # a capture signed by someone else is rejected and counted, never scored
     assert splitfed([*argv[:-1], "--pubkey", public_key_hex(generate_signing_key())]) == 1
+
+
+@pytest.mark.slow
+def test_lira_beats_the_loss_threshold_at_low_fpr_without_dp(plaid: Windows, manifest: Manifest,
+                                                             tmp_path: Path) -> None:
+    spec = SessionSpec(privacy=privacy_for("none", float("inf"), epochs=3), n_records=200,
+                       lira_shadows=8)
+    mem = audit_session(plaid, manifest, _plan(manifest), spec, tmp_path)["membership"]
+    assert mem["lira"]["shadows"] == 8
+    assert mem["lira"]["auc"] > 0.55
+    assert mem["lira"]["tpr_at_1pct_fpr"] > mem["loss_threshold"]["tpr_at_1pct_fpr"]

@@ -60,3 +60,20 @@ def test_membership_attack_on_separated_losses() -> None:
     assert r["auc"] == 1.0 and r["tpr_at_1pct_fpr"] == 1.0
     r = membership_loss_attack(np.ones(50), np.ones(50))
     assert r["auc"] == 0.5
+
+
+def test_lira_separates_members_when_training_shifts_their_statistic() -> None:
+    rng = np.random.default_rng(5)
+    n_ex, n_sh = 200, 16
+    base = rng.normal(size=n_ex)
+    masks = rng.random((n_sh, n_ex)) < 0.5
+    shadow = base + 1.5 * masks + rng.normal(scale=0.3, size=(n_sh, n_ex))
+    member = rng.random(n_ex) < 0.5
+    target = base + 1.5 * member + rng.normal(scale=0.3, size=n_ex)
+    from audit.attacks import lira_scores
+    from audit.metrics import auc
+    assert auc(lira_scores(target, shadow, masks), member) > 0.95
+    # the same statistic without per-example calibration is much weaker
+    assert auc(target, member) < auc(lira_scores(target, shadow, masks), member)
+    with pytest.raises(AuditInputError):
+        lira_scores(target, shadow, np.ones_like(masks))
