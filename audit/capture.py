@@ -13,7 +13,9 @@ directory of such files:
 Each envelope is structurally checked (:func:`protocol.envelope.peek`),
 verified against the device's key when the caller passes it (an unverified
 capture proves nothing about who sent it: pass the keys from the ledger's
-device registry), and decoded by content type. Endorsements (gateway ->
+device registry), and decoded by content type. Gradient batches are signed
+by the server, not the device, and are kept unverified: the canary scores
+never use them, the gradient label attack only as an observer would. Endorsements (gateway ->
 server) are unwrapped to the device envelope they carry. Activation batches,
 gradient batches and client weights of the audited device are kept;
 everything else is ignored. A file or line that is not a valid message is

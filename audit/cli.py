@@ -79,6 +79,20 @@ def _load_key(path: Path) -> Any:
         raise _Exit(str(exc), 2) from exc
 
 
+def _load_weights(path: Path) -> list[np.ndarray]:
+    """Arrays of an .npz in manifest order (``np.savez`` names ``arr_0, arr_1, ...``)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            names = list(z.files)
+            if all(n.startswith("arr_") and n[4:].isdigit() for n in names):
+                names.sort(key=lambda n: int(n[4:]))
+            else:
+                names.sort()
+            return [np.asarray(z[n]) for n in names]
+    except (OSError, ValueError) as exc:
+        raise AuditInputError(f"cannot read weights {path}: {exc}") from exc
+
+
 def _verdict(one_run: dict[str, Any]) -> dict[str, Any]:
     return {k: one_run[k] for k in ("reported_epsilon", "delta", "confidence",
                                     "epsilon_lower_bound", "flagged", "strength", "note",
@@ -136,8 +150,7 @@ def score_cmd(plan_file: Path, capture_dir: Path, device: str, org: str, pubkey:
         server = None
         if server_weights is not None:
             server = ServerRuntime.from_manifest(man)
-            with np.load(server_weights, allow_pickle=False) as z:
-                server.set_weights([z[n] for n in sorted(z.files)])
+            server.set_weights(_load_weights(server_weights))
         res = audit_capture(plan, cap, client=client, delta=delta, final_server=server,
                             reported_epsilon=reported_epsilon)
     except LookupError as exc:

@@ -135,6 +135,10 @@ def audit_capture(plan: CanaryPlan, capture: DeviceCapture, *, client: ClientRun
     loss score is computed on the final model: the uploaded client half if
     the capture has one, else the published one (``sl-frozen``).
     """
+    if not capture.rows and not capture.weights:
+        raise AuditError(f"nothing to score: the capture holds no activation batches or client "
+                         f"weights of device {capture.device} (rejected: "
+                         f"{dict(capture.rejected) or 'none'}, other devices: {capture.ignored})")
     inc = plan.included
     init = tuple(initial_weights) if initial_weights is not None else client.get_weights()
     scores: dict[str, npt.NDArray[np.float64]] = {}
@@ -152,10 +156,6 @@ def audit_capture(plan: CanaryPlan, capture: DeviceCapture, *, client: ClientRun
             scores["final_loss"] = loss_scores(client, final_server, plan)
         finally:
             client.set_weights(init)
-    if not scores:
-        raise AuditError(f"nothing to score: the capture holds no activation batches or client "
-                         f"weights of device {capture.device} (rejected: "
-                         f"{dict(capture.rejected) or 'none'}, other devices: {capture.ignored})")
     n = len(scores)
     conf = 1.0 - (1.0 - confidence) / n
     per = {k: audit_scores(v, inc, delta=delta, confidence=conf) for k, v in scores.items()}

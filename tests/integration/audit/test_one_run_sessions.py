@@ -152,12 +152,19 @@ def test_score_cli_on_a_capture_directory(plaid: Windows, manifest: Manifest,
                       capture_dir=tmp_path / "cap", state_dir=tmp_path / "st", epochs=2)
     key = generate_signing_key()
     save_signing_key(key, tmp_path / "auditor.key")
-    argv = ["audit", "score", "--plan", str(tmp_path / "plan.json"), "--capture",
+    np.savez(tmp_path / "server.npz", *res.server_weights)
+    argv = ["audit", "score", "--server-weights", str(tmp_path / "server.npz"),
+            "--plan", str(tmp_path / "plan.json"), "--capture",
             str(tmp_path / "cap"), "--device", res.device, "--org", "acme", "--pubkey",
             public_key_hex(res.verify_key), "--session-id", "s1", "--key",
             str(tmp_path / "auditor.key"), "--auditor", "org2/admin", "--reported-epsilon",
             "1.0", "--out", str(tmp_path / "report"), "--fail-on-flag"]
     assert splitfed(argv) == 5  # claims epsilon 1 but sent its rows in the clear
+    import json
+    body = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert set(body["sessions"][0]["one_run"]["per_score"]) == {"row_distance", "final_loss",
+                                                                "weight_update"}
+    assert body["verdict"]["flagged"] and body["sessions"][0]["capture"]["verified"]
     assert splitfed(["audit", "show", str(tmp_path / "report"), "--pubkey",
                      public_key_hex(key)]) == 0
     # a capture signed by someone else is rejected and counted, never scored
