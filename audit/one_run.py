@@ -156,6 +156,9 @@ def audit_capture(plan: CanaryPlan, capture: DeviceCapture, *, client: ClientRun
             scores["final_loss"] = loss_scores(client, final_server, plan)
         finally:
             client.set_weights(init)
+    if not scores:
+        raise AuditError("no canary score applies to this capture (no rows, an uploaded client "
+                         "half without a flat first layer, no final server half given)")
     n = len(scores)
     conf = 1.0 - (1.0 - confidence) / n
     per = {k: audit_scores(v, inc, delta=delta, confidence=conf) for k, v in scores.items()}
