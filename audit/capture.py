@@ -62,7 +62,14 @@ class DeviceCapture:
 
     @property
     def reported_epsilon(self) -> float:
-        """The largest ``epsilon_spent`` the device declared in any captured message."""
+        """The largest ``epsilon_spent`` the device declared in any captured message.
+
+        Infinite when any message declares itself non-private (``mechanism = none``
+        or ``weights_dp = unprotected``): such a device claims nothing.
+        """
+        if (any(m.dp.mechanism == "none" for m in self.rows)
+                or any(m.weights_dp == "unprotected" for m in self.weights)):
+            return float("inf")
         eps = [m.epsilon_spent for m in self.rows] + [m.epsilon_spent for m in self.weights]
         return max(eps, default=0.0)
 

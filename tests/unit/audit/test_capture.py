@@ -58,3 +58,14 @@ def test_capture_keeps_the_device_counts_the_rest(tmp_path: Path) -> None:
 def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(AuditInputError, match="does not exist"):
         load_capture(tmp_path / "nope", device="dev1")
+
+
+def test_a_device_that_declares_no_mechanism_claims_nothing(tmp_path: Path) -> None:
+    key = generate_signing_key()
+    none = DpParams(mode="none", clip_norm=1.0, noise_multiplier=0.0, label_mode="plain",
+                    label_epsilon=None, mechanism="none")
+    msg = ActivationBatch(session="s", round=0, step=1, device="dev1", seq=1,
+                          model_hash="ab" * 32, dp=none, activations=np.zeros((1, 4), np.float16),
+                          labels=np.array([0], np.int64), epsilon_spent=0.0)
+    (tmp_path / "1.cose").write_bytes(seal(msg, signing_key=key, kid="dev1"))
+    assert load_capture(tmp_path, device="dev1").reported_epsilon == float("inf")
