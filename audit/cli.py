@@ -45,31 +45,44 @@ def audit_group() -> None:
 
 @audit_group.command("canaries")
 @click.option("--m", "m", type=click.IntRange(2, 1_000_000), default=256, show_default=True,
-              help="number of canaries planned (about half go to the device)")
+              help="number of canaries planned per device (about half go to it)")
 @click.option("--model", "model_id", default="mlp_dp", show_default=True)
 @click.option("--cut", type=int, default=1, show_default=True)
 @click.option("--kind", type=click.Choice(["spike", "gaussian"]), default="spike",
               show_default=True)
-@click.option("--plan-out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="the plan with its SECRET seed (mode 0600; keep it from the device)")
-@click.option("--device-out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help=".npz of the included canaries (ids, x, y) to load into the device's data")
-def canaries_cmd(m: int, model_id: str, cut: int, kind: str, plan_out: Path,
-                 device_out: Path) -> None:
-    """Plan M canaries; write the secret plan and the device's random half."""
+@click.option("--device", "devices", multiple=True, required=True,
+              help="a device to audit (repeat for several; each gets its own secret plan)")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="writes <device>.plan.json (SECRET, mode 0600: keep it from the device) and "
+                   "<device>.canaries.npz (ids, x, y: the device's random half)")
+def canaries_cmd(m: int, model_id: str, cut: int, kind: str, devices: tuple[str, ...],
+                 out_dir: Path) -> None:
+    """Plan M canaries per chosen device; write each secret plan and the device's half."""
     from audit.harness import find_manifest
+    from protocol.errors import TopicError
+    from protocol.topics import validate_id
+
     try:
+        for d in devices:
+            validate_id(d, what="device")
         man = find_manifest(model_id, cut)
-        plan = new_plan(m=m, shape=man.input_shape, num_classes=man.num_classes,
-                        kind=kind)  # type: ignore[arg-type]
-    except (LookupError, AuditInputError) as exc:
+    except (LookupError, TopicError) as exc:
         raise _Exit(str(exc), 2) from exc
-    save_plan(plan, plan_out)
-    chosen = canaries_for_device(plan)
-    np.savez(device_out, ids=np.array([c[0] for c in chosen], np.int64),
-             x=np.stack([c[1] for c in chosen]), y=np.array([c[2] for c in chosen], np.int64))
-    click.echo(f"planned {m} {kind} canaries for {model_id} cut {cut}; {len(chosen)} included "
-               f"-> {device_out}; secret plan -> {plan_out}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for device in dict.fromkeys(devices):
+        try:
+            plan = new_plan(m=m, shape=man.input_shape, num_classes=man.num_classes,
+                            kind=kind)  # type: ignore[arg-type]
+        except AuditInputError as exc:
+            raise _Exit(str(exc), 2) from exc
+        save_plan(plan, out_dir / f"{device}.plan.json")
+        chosen = canaries_for_device(plan)
+        np.savez(out_dir / f"{device}.canaries.npz",
+                 ids=np.array([c[0] for c in chosen], np.int64),
+                 x=np.stack([c[1] for c in chosen]),
+                 y=np.array([c[2] for c in chosen], np.int64))
+        click.echo(f"{device}: planned {m} {kind} canaries for {model_id} cut {cut}, "
+                   f"{len(chosen)} included -> {out_dir / (device + '.canaries.npz')}")
 
 
 def _load_key(path: Path) -> Any:

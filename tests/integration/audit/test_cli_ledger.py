@@ -42,14 +42,17 @@ def served(tmp_path: Path) -> Iterator[tuple[LedgerClient, Consortium, LedgerNod
 
 
 def test_canaries_cli_writes_a_secret_plan_and_the_device_half(tmp_path: Path) -> None:
-    assert splitfed(["audit", "canaries", "--m", "64", "--plan-out", str(tmp_path / "plan.json"),
-                     "--device-out", str(tmp_path / "dev.npz")]) == 0
-    plan = json.loads((tmp_path / "plan.json").read_text())
-    assert plan["m"] == 64 and len(plan["seed"]) == 32
-    with np.load(tmp_path / "dev.npz") as z:
+    out = tmp_path / "plans"
+    assert splitfed(["audit", "canaries", "--m", "64", "--device", "press-1", "--device",
+                     "press-2", "--out-dir", str(out)]) == 0
+    plans = [json.loads((out / f"press-{i}.plan.json").read_text()) for i in (1, 2)]
+    assert plans[0]["m"] == 64 and len(plans[0]["seed"]) == 32
+    assert plans[0]["seed"] != plans[1]["seed"]  # independent secrets per device
+    with np.load(out / "press-1.canaries.npz") as z:
         assert z["x"].shape[1:] == (1, 256) and len(z["ids"]) == len(z["y"]) < 64
-    assert splitfed(["audit", "canaries", "--m", "999", "--plan-out", str(tmp_path / "p2"),
-                     "--device-out", str(tmp_path / "d2.npz")]) == 2  # > 256 spike positions
+    assert splitfed(["audit", "canaries", "--m", "999", "--device", "d", "--out-dir",
+                     str(out)]) == 2  # more than 256 spike positions
+    assert splitfed(["audit", "canaries", "--device", "a/b", "--out-dir", str(out)]) == 2
 
 
 def test_run_record_verify(served: tuple[LedgerClient, Consortium, LedgerNode],
