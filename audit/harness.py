@@ -42,7 +42,7 @@ from protocol.keys import generate_signing_key
 from protocol.messages import seal
 from protocol.training import ActivationBatch, ClientWeights, GradientBatch
 
-__all__ = ["SessionResult", "SessionTruth", "find_manifest", "run_session"]
+__all__ = ["SessionResult", "SessionTruth", "default_trainer", "find_manifest", "run_session"]
 
 TrainerFactory = Callable[[ClientRuntime, PrivacySection, np.random.Generator], ClientTrainer]
 
@@ -73,7 +73,7 @@ class SessionResult:
     server_weights: tuple[npt.NDArray[np.float32], ...]
 
 
-def _default_trainer(rt: ClientRuntime, privacy: PrivacySection,
+def default_trainer(rt: ClientRuntime, privacy: PrivacySection,
                      rng: np.random.Generator) -> ClientTrainer:
     return ClientTrainer(rt, privacy, rng=rng, wire_dtype="float16")
 
@@ -83,7 +83,7 @@ def run_session(records: Sequence[tuple[int, npt.NDArray[np.float32], int]], *,
                 state_dir: Path, epochs: int = 1, batch_size: int = 16,
                 client_lr: float = 0.05, server_lr: float = 0.01, seed: int = 0,
                 device: str = "dev1", session: str = "audit",
-                trainer_factory: TrainerFactory = _default_trainer) -> SessionResult:
+                trainer_factory: TrainerFactory = default_trainer) -> SessionResult:
     """Train one device for ``epochs`` over ``records`` ``(id, window, label)``; capture it."""
     capture_dir.mkdir(parents=True, exist_ok=True)
     state_dir.mkdir(parents=True, exist_ok=True)

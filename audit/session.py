@@ -39,7 +39,7 @@ from audit.attacks import (
 from audit.canaries import CanaryPlan, canaries_for_device
 from audit.capture import load_capture
 from audit.errors import AuditInputError
-from audit.harness import TrainerFactory, _default_trainer, run_session
+from audit.harness import TrainerFactory, default_trainer, run_session
 from audit.metrics import auc, macro_auc, tpr_at_fpr
 from audit.one_run import audit_capture
 from audit.scores import forward_all, losses
@@ -69,7 +69,7 @@ def _member_split(w: Windows, n: int, seed: int
 
 
 def audit_session(windows: Windows, manifest: Manifest, plan: CanaryPlan, spec: SessionSpec,
-                  work_dir: Path, *, trainer_factory: TrainerFactory = _default_trainer,
+                  work_dir: Path, *, trainer_factory: TrainerFactory = default_trainer,
                   attacks: bool = True) -> dict[str, Any]:
     """Run the session, audit it from its capture, return the report's ``results`` section."""
     p = spec.privacy
