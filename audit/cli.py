@@ -192,6 +192,8 @@ def score_cmd(plan_file: Path, capture_dir: Path, device: str, org: str, pubkey:
 @click.option("--records", type=int, default=200, show_default=True)
 @click.option("--m", "m", type=int, default=256, show_default=True)
 @click.option("--label-epsilon", type=float, help="randomized-response labels (default: public)")
+@click.option("--lira-shadows", type=click.IntRange(0, 64), default=0, show_default=True,
+              help="shadow sessions for LiRA membership inference (0: loss threshold only)")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--key", "key_file", type=click.Path(path_type=Path), required=True)
 @click.option("--auditor", required=True)
@@ -202,7 +204,8 @@ def score_cmd(plan_file: Path, capture_dir: Path, device: str, org: str, pubkey:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--fail-on-flag", is_flag=True, help="exit 5 if the device is flagged")
 def run_cmd(mode: str, epsilon: float, epochs: int, records: int, m: int,
-            label_epsilon: float | None, data_dir: Path | None, key_file: Path, auditor: str,
+            label_epsilon: float | None, lira_shadows: int, data_dir: Path | None,
+            key_file: Path, auditor: str,
             session_id: str, device: str, out: Path, fail_on_flag: bool) -> None:
     """Simulate one device (the agent's own code, PLAID) and audit it with every attack."""
     from audit.harness import find_manifest
@@ -218,7 +221,7 @@ def run_cmd(mode: str, epsilon: float, epochs: int, records: int, m: int,
         plan = new_plan(m=m, shape=man.input_shape, num_classes=man.num_classes)
         spec = SessionSpec(privacy=privacy_for(mode, eps, epochs=epochs,
                                                label_epsilon=label_epsilon),
-                           n_records=records, epochs=epochs)
+                           n_records=records, epochs=epochs, lira_shadows=lira_shadows)
         with tempfile.TemporaryDirectory() as tmp:
             result = audit_session(w, man, plan, spec, Path(tmp))
     except SplitfedError as exc:

@@ -70,10 +70,13 @@ def _num(v: Any) -> str:
 def render_markdown(report: Mapping[str, Any]) -> str:
     """A human-readable rendering of a report body (before the artifact hashes)."""
     v = report["verdict"]
+    note = str(v["note"])
+    for prefix in ("FLAGGED: ", "not refuted: "):
+        note = note.removeprefix(prefix)
     lines = [f"# Privacy audit: device {report['device']}, session {report['session_id']}", "",
              f"Auditor `{report['auditor']}` (Ed25519 {report['auditor_pubkey']}), "
              f"{report['created']}.", "",
-             f"**Verdict: {'FLAGGED' if v['flagged'] else 'not refuted'}.** {v['note']}", "",
+             f"**Verdict: {'FLAGGED' if v['flagged'] else 'not refuted'}.** {note}", "",
              "| measure | value |", "|---|---|",
              f"| reported epsilon (delta {_num(v['delta'])}) | {_num(v['reported_epsilon'])} |",
              f"| empirical lower bound ({v['confidence']:.0%}) | "
