@@ -5,7 +5,9 @@ Theory of operation
 Steinke, Nasr & Jagielski, "Privacy Auditing with One (1) Training Run",
 NeurIPS 2023 (arXiv:2305.08846). The auditor plans ``m`` canaries and
 includes each one *independently* with probability 1/2 (a secret fair coin
-``S_i``; a fixed-size "random half" would break the theorem's hypothesis).
+``S_i``; a fixed-size "random half" would break the theorem's hypothesis);
+an excluded canary's slot holds a decoy record, so each coin changes one
+record's value, the device's own adjacency (:mod:`audit.canaries`).
 After the run it scores every canary, guesses "in" for the ``k_plus``
 highest scores, "out" for the ``k_minus`` lowest and abstains on the rest,
 so ``r = k_plus + k_minus`` guesses of which ``v`` are correct.

@@ -2,16 +2,29 @@
 
 Theory of operation
 -------------------
-A plan is ``m`` canary records (windows + labels) and ``m`` secret fair coins
-``included[i]``, all derived from one 128-bit secret seed, so the plan file
-that stays with the auditor is small and the canaries can be regenerated
-anywhere the seed is known. Only the included canaries go to the device
-(:func:`canaries_for_device`); the device cannot tell them from its other
-records, and the auditor never tells it which were drawn.
+A plan is ``m`` canary *slots*, each with a canary record (window + label), a
+decoy record and a secret fair coin ``included[i]``, all derived from one
+128-bit secret seed, so the plan file that stays with the auditor is small
+and everything can be regenerated anywhere the seed is known. The device
+receives one record per slot (:func:`canaries_for_device`): the canary when
+its coin says so (a random half, in expectation), else the decoy. The device
+cannot tell which, and the auditor never tells it.
+
+Why decoys: the device's guarantee is per record under *replace-one*
+adjacency (or zero-out: the record against a null record). Simply leaving a
+canary out would change how many records, and so how many rows, the device
+sends: a difference its guarantee does not cover (the row count is public).
+With a decoy in the slot, flipping one coin changes exactly one record's
+value, which is the adjacency the device claims, so the one-run theorem
+(:mod:`audit.bound`) applies to its claim as stated. A decoy is a constant
+window (a distinct level per slot, so the device keeps each as its own
+record); per-window z-scoring maps every constant window to the all-zero
+input, which adds nothing to the first layer's weight gradient and is the
+null record of zero-out adjacency.
 
 Each coin is drawn independently with probability 1/2: the one-run theorem
-(:mod:`audit.bound`) needs independent coins, so "a random half" here means
-half in expectation, not exactly ``m/2``.
+needs independent coins, so "a random half" means half in expectation, not
+exactly ``m/2``.
 
 Canary kinds (both are out-of-distribution by design; an audit tests the
 worst case a device could meet, not a typical record):
@@ -103,6 +116,13 @@ class CanaryPlan:
         rng = self._rng(1)
         return rng.permutation(c * length)[:self.m].astype(np.int64)
 
+    def decoys(self) -> npt.NDArray[np.float32]:
+        """The decoy of each slot ``(m, C, L)``: the constant window ``i + 1``."""
+        c, length = self.shape
+        levels = np.arange(1, self.m + 1, dtype=np.float32)[:, None, None]
+        out: npt.NDArray[np.float32] = np.broadcast_to(levels, (self.m, c, length)).copy()
+        return out
+
     def labels(self) -> npt.NDArray[np.int64]:
         return self._rng(2).integers(0, self.num_classes, size=self.m).astype(np.int64)
 
@@ -136,9 +156,9 @@ def new_plan(*, m: int, shape: tuple[int, int], num_classes: int, kind: CanaryKi
 
 
 def canaries_for_device(plan: CanaryPlan) -> list[tuple[int, npt.NDArray[np.float32], int]]:
-    """``(record id, window, label)`` of the included canaries: what the device receives."""
-    inc, xs, ys = plan.included, plan.windows(), plan.labels()
-    return [(rid, xs[i], int(ys[i])) for i, rid in enumerate(plan.ids) if inc[i]]
+    """``(record id, window, label)`` per slot, canary or decoy by its coin (the device's)."""
+    inc, xs, ds, ys = plan.included, plan.windows(), plan.decoys(), plan.labels()
+    return [(rid, xs[i] if inc[i] else ds[i], int(ys[i])) for i, rid in enumerate(plan.ids)]
 
 
 def save_plan(plan: CanaryPlan, path: str | os.PathLike[str]) -> None:

@@ -54,10 +54,10 @@ def audit_group() -> None:
               help="a device to audit (repeat for several; each gets its own secret plan)")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="writes <device>.plan.json (SECRET, mode 0600: keep it from the device) and "
-                   "<device>.canaries.npz (ids, x, y: the device's random half)")
+                   "<device>.canaries.npz (ids, x, y: one record per slot, canary or decoy)")
 def canaries_cmd(m: int, model_id: str, cut: int, kind: str, devices: tuple[str, ...],
                  out_dir: Path) -> None:
-    """Plan M canaries per chosen device; write each secret plan and the device's half."""
+    """Plan M canary slots per chosen device; write each secret plan and the device's records."""
     from audit.harness import find_manifest
     from protocol.errors import TopicError
     from protocol.topics import validate_id
@@ -81,8 +81,9 @@ def canaries_cmd(m: int, model_id: str, cut: int, kind: str, devices: tuple[str,
                  ids=np.array([c[0] for c in chosen], np.int64),
                  x=np.stack([c[1] for c in chosen]),
                  y=np.array([c[2] for c in chosen], np.int64))
-        click.echo(f"{device}: planned {m} {kind} canaries for {model_id} cut {cut}, "
-                   f"{len(chosen)} included -> {out_dir / (device + '.canaries.npz')}")
+        click.echo(f"{device}: planned {m} {kind} canary slots for {model_id} cut {cut} "
+                   f"({int(plan.included.sum())} canaries, the rest decoys) -> "
+                   f"{out_dir / (device + '.canaries.npz')}")
 
 
 def _load_key(path: Path) -> Any:

@@ -143,7 +143,8 @@ def audit_capture(plan: CanaryPlan, capture: DeviceCapture, *, client: ClientRun
     init = tuple(initial_weights) if initial_weights is not None else client.get_weights()
     scores: dict[str, npt.NDArray[np.float64]] = {}
     if capture.rows:
-        scores["row_distance"] = row_distance_scores(client, plan, capture)
+        scores["row_distance"] = row_distance_scores(
+            client, plan, capture, versions=[w.weights for w in capture.weights])
     if capture.weights:
         # an architecture without a flat first layer has no such score
         with contextlib.suppress(AuditError):

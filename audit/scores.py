@@ -85,20 +85,34 @@ def _log_kernel_sum(a: F64, b: F64, sigma: float, chunk: int = 256) -> F64:
     return out
 
 
-def row_distance_scores(rt: ClientRuntime, plan: CanaryPlan, capture: DeviceCapture) -> F64:
+def row_distance_scores(rt: ClientRuntime, plan: CanaryPlan, capture: DeviceCapture,
+                        versions: Sequence[Sequence[npt.NDArray[np.floating]]] = ()) -> F64:
     """How well the rows the device sent explain each canary's row.
 
     With declared Gaussian noise sigma = z*C: the log of the summed Gaussian
     likelihoods of all received rows around the canary's row (a canary sent in
     several epochs adds up); without noise: minus the distance to the nearest row.
+    ``versions``: further client halves the attacker saw (uploads); the canary's
+    row is recomputed with each (the runtime's own weights first) and the best
+    score kept, since a client half that trains moves the rows it sends. The
+    runtime's weights are restored.
     """
-    ref, got = canary_rows(rt, plan, capture), received_rows(capture)
+    got = received_rows(capture)
     dp = capture.rows[0].dp
     sigma = dp.noise_multiplier * dp.clip_norm
-    if dp.mechanism == "none" or sigma <= 0:
-        out: F64 = -_min_dist(ref, got)
-        return out
-    return _log_kernel_sum(ref, got, sigma)
+    own = rt.get_weights()
+    best: F64 | None = None
+    try:
+        for ws in (own, *versions):
+            rt.set_weights(ws)
+            ref = canary_rows(rt, plan, capture)
+            s = (-_min_dist(ref, got) if dp.mechanism == "none" or sigma <= 0
+                 else _log_kernel_sum(ref, got, sigma))
+            best = s if best is None else np.maximum(best, s)
+    finally:
+        rt.set_weights(own)
+    assert best is not None
+    return best
 
 
 def weight_update_scores(rt: ClientRuntime, plan: CanaryPlan,

@@ -3,7 +3,8 @@
 For each mode (sl-frozen, sl-dpsgd) and planned per-record epsilon 1, 4, 8
 (and the non-private mode ``none`` as epsilon = inf, shared by both modes),
 one simulated device session (:mod:`audit.harness`: the agent's own code,
-LiteRT halves, 200 PLAID TRAIN windows + ~128 of 256 canaries, 3 epochs;
+LiteRT halves, 200 PLAID TRAIN windows + 256 canary slots (canary or decoy
+by a secret coin), 3 epochs;
 labels by randomized response with a quarter of the budget; the same device
 data and batch order in every cell, fresh canary coins) is audited from
 its capture (:mod:`audit.session`): reconstruction error (NMSE, DTW,
@@ -131,8 +132,9 @@ def main() -> None:
     (RESULTS / "audit.json").write_text(json.dumps({"meta": meta, "cells": slim}, indent=2,
                                                    default=str) + "\n")
     lines = [f"# audit: attacks vs epsilon on PLAID ({meta['time']}, Python {meta['python']})",
-             "", f"`python -m bench audit`: {RECORDS} PLAID TRAIN windows + about half of "
-             f"{CANARIES} spike canaries on one simulated device (the agent's own code), "
+             "", f"`python -m bench audit`: {RECORDS} PLAID TRAIN windows + {CANARIES} canary "
+             "slots (spike canary or constant decoy by a secret coin) on one simulated device "
+             "(the agent's own code), "
              f"{EPOCHS} epochs, mlp_dp cut 1; labels by randomized response with "
              f"{LABEL_SHARE:.0%} of the budget (plain at eps = inf); LiRA with {SHADOWS} shadow "
              "sessions of the same device code. One run per row.", "",

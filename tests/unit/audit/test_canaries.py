@@ -25,13 +25,25 @@ def test_plan_is_a_function_of_its_seed(tmp_path: Path) -> None:
     assert not np.array_equal(a.included, other.included)
 
 
-def test_coins_are_fair_and_only_included_canaries_go_to_the_device() -> None:
+def test_coins_are_fair_and_each_slot_gets_its_canary_or_its_decoy() -> None:
     p = new_plan(m=4000, shape=(1, 8), num_classes=3, kind="gaussian", seed=7)
     frac = p.included.mean()
     assert 0.47 < frac < 0.53  # 4000 fair coins: 5 sigma is 0.04
     sent = canaries_for_device(p)
-    assert [rid for rid, _, _ in sent] == [rid for rid, i in zip(p.ids, p.included,
-                                                                 strict=True) if i]
+    assert [rid for rid, _, _ in sent] == list(p.ids)  # one record per slot, always
+    xs, ds = p.windows(), p.decoys()
+    for i, (_, x, y) in enumerate(sent):
+        assert np.array_equal(x, xs[i] if p.included[i] else ds[i]) and y == p.labels()[i]
+
+
+def test_decoys_are_distinct_records_that_normalise_to_the_zero_input() -> None:
+    from agent.records import record_digest
+    from models.preprocess import standardise_per_window
+
+    p = new_plan(m=32, shape=(1, 256), num_classes=11, seed=3)
+    ds = p.decoys()
+    assert len({record_digest(d, 0) for d in ds}) == 32  # the device keeps every slot
+    assert not standardise_per_window(ds).any()
 
 
 def test_spike_canaries_sit_at_distinct_positions() -> None:
