@@ -86,6 +86,10 @@ from deploy.stack_cli import demo_cmd, stack_group  # noqa: E402
 cli.add_command(demo_cmd)
 cli.add_command(stack_group)
 
+from audit.cli import audit_group  # noqa: E402  (a tool beside deploy: see audit/__init__.py)
+
+cli.add_command(audit_group)
+
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""

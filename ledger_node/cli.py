@@ -8,6 +8,7 @@ committed but marked invalid (reason printed).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sys
@@ -195,7 +196,11 @@ def state(key: str, url: str) -> None:
 @click.option("--data-dir", type=click.Path(path_type=Path), required=True)
 @click.option("--require-certified", is_flag=True,
               help="also fail (exit 1) if the head block lacks a quorum certificate")
-def verify(data_dir: Path, require_certified: bool) -> None:
+@click.option("--audit-report", "audit_reports", multiple=True,
+              type=click.Path(path_type=Path),
+              help="a privacy-audit report (its directory or report.json): fail (exit 1) "
+                   "unless the verified chain records its sha256 in an audit_report tx")
+def verify(data_dir: Path, require_certified: bool, audit_reports: tuple[Path, ...]) -> None:
     """Replay the whole chain from genesis; non-zero exit names the first bad block.
 
     Without --require-certified, trailing blocks that lack a quorum of
@@ -204,8 +209,15 @@ def verify(data_dir: Path, require_certified: bool) -> None:
     stopped node (or of a copied database) should pass the flag, since
     deleting the head's signatures is otherwise invisible to the exit code.
     """
+    digests: dict[str, Path] = {}
+    for path in audit_reports:
+        f = path / "report.json" if path.is_dir() else path
+        try:
+            digests[f"audit_report/{hashlib.sha256(f.read_bytes()).hexdigest()}"] = f
+        except OSError as exc:
+            raise ConfigError(f"cannot read audit report {f}: {exc.strerror}") from exc
     try:
-        rep = verify_chain(data_dir)
+        rep = verify_chain(data_dir, state_keys=tuple(digests))
     except LedgerError as exc:
         click.echo(f"verify FAILED: {exc}", err=True)
         raise _ExitCodeError(EXIT_FAILURE) from exc
@@ -215,6 +227,17 @@ def verify(data_dir: Path, require_certified: bool) -> None:
         click.echo(f"not yet certified: {list(rep.uncertified)}")
     for vid, h in rep.equivocations:
         click.echo(f"equivocation seen: validator {vid} at height {h}")
+    missing = [f for key, f in digests.items() if key not in rep.found]
+    for key, f in digests.items():
+        if key in rep.found:
+            rec = rep.found[key]
+            click.echo(f"audit report {f}: recorded at height {rec['height']} by "
+                       f"{rec['auditor']} ({'FLAGGED' if rec['flagged'] else 'not refuted'}, "
+                       f"device {rec['device']}, session {rec['session_id']})")
+    if missing:
+        click.echo(f"verify FAILED: audit report {missing[0]} is not recorded on the chain "
+                   "(sha256 of report.json not in any valid audit_report tx)", err=True)
+        raise _ExitCodeError(EXIT_FAILURE)
     if require_certified and rep.certified_height < rep.height:
         click.echo(f"verify FAILED: head block {rep.height} is not certified (blocks "
                    f"{list(rep.uncertified)} lack a quorum certificate; --require-certified)",

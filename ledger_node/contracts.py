@@ -33,6 +33,10 @@ Authorisation rules:
   body equal the proposal's.
 * ``evidence``: anyone known; two valid signatures by one validator over two
   different headers at one height.
+* ``audit_report``: an org admin (the auditor) records the sha256 of a signed
+  privacy-audit report (``splitfed audit``) about a registered device of an
+  existing session; the report must be signed by the submitting key
+  (``auditor_pubkey`` equals the tx key), each report is recorded once.
 * every tx: ``(public key, nonce)`` used at most once (replay).
 """
 
@@ -76,6 +80,10 @@ def _hex32(v: object) -> bool:
 
 def _num(v: object) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _num_at_least(v: Any, lo: float) -> bool:
+    return _num(v) and v >= lo
 
 
 def _validators(st: Overlay) -> dict[str, str]:
@@ -360,11 +368,37 @@ def _evidence(st: Overlay, tx: Tx, height: int) -> None:
                  "recorded_height": height, "reporter": tx.submitter})
 
 
+def _audit_report(st: Overlay, tx: Tx, height: int) -> None:
+    org = _org_of(tx.submitter, "admin")
+    b = tx.body
+    s = _session(st, b.get("session_id"))
+    dev = b.get("device")
+    _need(isinstance(dev, str) and dev.count("/") == 1, "device must be '<org>/<device>'")
+    d = st.get(f"device/{dev}")
+    _need(d is not None, f"device {dev} is not registered")
+    digest = b.get("report_sha256")
+    _need(_hex32(digest), "report_sha256 must be a hex SHA-256")
+    _need(b.get("auditor_pubkey") == tx.pubkey_hex,
+          "auditor_pubkey must be the key that submits the report (it signed the report)")
+    _need(isinstance(b.get("flagged"), bool), "flagged must be a bool")
+    lb, rep, conf = b.get("epsilon_lower_bound"), b.get("reported_epsilon"), b.get("confidence")
+    _need(_num_at_least(lb, 0), "epsilon_lower_bound must be a number >= 0")
+    _need(rep is None or _num_at_least(rep, 0),
+          "reported_epsilon must be a number >= 0 or null (non-private)")
+    _need(_num_at_least(conf, 0) and 0 < float(conf or 0) < 1, "confidence must be in (0, 1)")
+    key = f"audit_report/{digest}"
+    _need(st.get(key) is None, f"audit report {digest} is already recorded")
+    st.put(key, {"session_id": s["session_id"], "device": dev, "auditor": tx.submitter,
+                 "auditor_org": org, "auditor_pubkey": tx.pubkey_hex, "flagged": b["flagged"],
+                 "epsilon_lower_bound": lb, "reported_epsilon": rep, "confidence": conf,
+                 "height": height, "txid": tx.txid})
+
+
 _HANDLERS = {
     "org_add": _org_add, "validator_set": _validator_set, "device_register": _device_register,
     "device_revoke": _device_revoke, "session_create": _session_create,
     "round_record": _round_record, "model_propose": _model_propose, "model_vote": _model_vote,
-    "model_finalise": _model_finalise, "evidence": _evidence,
+    "model_finalise": _model_finalise, "evidence": _evidence, "audit_report": _audit_report,
 }
 
 

@@ -32,7 +32,7 @@ __all__ = ["TX_KINDS", "Tx", "decode_tx", "make_tx"]
 
 TX_KINDS = frozenset({
     "org_add", "validator_set", "device_register", "device_revoke", "session_create",
-    "round_record", "model_propose", "model_vote", "model_finalise", "evidence",
+    "round_record", "model_propose", "model_vote", "model_finalise", "evidence", "audit_report",
 })
 _VERSION = 1
 _MAX_ID = 128

@@ -16,8 +16,10 @@ other nodes hold (compare head hashes across nodes for that).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ledger_node.block import Header, decode_header, quorum, verify_header_signature
 from ledger_node.codec import dumps, sha256, sha256_hex
@@ -43,6 +45,7 @@ class VerifyReport:
     certified_height: int
     uncertified: tuple[int, ...]
     equivocations: tuple[tuple[str, int], ...]
+    found: Mapping[str, Any] = field(default_factory=dict)  # requested keys of the replayed state
 
 
 def _diff(stored: Header, computed: Header) -> str:
@@ -52,18 +55,19 @@ def _diff(stored: Header, computed: Header) -> str:
     return "encoding"
 
 
-def verify_chain(data_dir: str | Path) -> VerifyReport:
+def verify_chain(data_dir: str | Path, *, state_keys: Sequence[str] = ()) -> VerifyReport:
+    """Replay and check the chain; ``found`` holds those ``state_keys`` the replay has."""
     db = Path(data_dir) / DB_NAME
     if not db.exists():
         raise ChainIntegrityError(f"{db} does not exist")
     st = Storage(db)
     try:
-        return _verify(st)
+        return _verify(st, state_keys)
     finally:
         st.close()
 
 
-def _verify(st: Storage) -> VerifyReport:
+def _verify(st: Storage, state_keys: Sequence[str] = ()) -> VerifyReport:
     raw = st.get_meta("genesis")
     if raw is None:
         raise ChainIntegrityError("database has no genesis document")
@@ -149,4 +153,5 @@ def _verify(st: Storage) -> VerifyReport:
             raise ChainIntegrityError(f"state row {key!r} differs from the replayed chain")
     return VerifyReport(height=head, head_hash=prev.hash().hex(), txs=ntx, invalid_txs=ninvalid,
                         certified_height=top, uncertified=tuple(uncertified),
-                        equivocations=tuple(sorted(set(equivocations))))
+                        equivocations=tuple(sorted(set(equivocations))),
+                        found={k: state.get(k) for k in state_keys if state.get(k) is not None})
