@@ -91,6 +91,9 @@ def server_toml(plan: StackPlan, *, signing_key: Path, data_dir: Path, manifest:
         _table("server", {"session": SESSION, "signing_key": signing_key, "data_dir": data_dir,
                           "manifest": manifest, "lr": o.lr, "poll_interval_s": 0.1,
                           "replay_steps": o.server_replay_steps,
+                          # the candidate is re-announced at half of it (a restarted validator
+                          # gateway votes then), and a proposal undecided by then expires
+                          "proposal_deadline_s": o.decide_s,
                           "state_dir": state_dir}),
         # every device is expected; one that dropped out (or halted at its budget with
         # nothing left to send) costs the round at most the deadline
