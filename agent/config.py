@@ -199,7 +199,7 @@ def _device(t: Mapping[str, Any], p: _Problems, base: Path) -> DeviceSection | N
 def _mqtt(t: Mapping[str, Any], dev: DeviceSection | None, p: _Problems,
           base: Path) -> MqttConfig | None:
     # TLS keys are named as in the gateway and server configs (ca_file, cert_file, key_file)
-    tls_keys = {"ca_file": "ca_certs", "cert_file": "certfile", "key_file": "keyfile"}
+    tls_keys = {"ca_file": "ca_file", "cert_file": "cert_file", "key_file": "key_file"}
     known = {"host", "port", "client_id", "username", "password_file", "keepalive",
              "session_expiry", "max_inflight", "sparkplug", *tls_keys}
     p.unknown(t, "mqtt", known)

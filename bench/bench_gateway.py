@@ -19,12 +19,12 @@ import numpy as np
 
 from bench.common import time_per_call, write_results
 from gateway.policy import ModelSpec, SessionPolicy
-from gateway.registry import CachedRegistry, DeviceInfo, StaticRegistry
 from gateway.verify import Accepted, AdmissionPipeline
 from protocol import envelope, topics
 from protocol.keys import public_key_hex
 from protocol.messages import ActivationBatch, DpParams, seal
 from protocol.replay import ReplayGuard
+from service.registry import CachedRegistry, DeviceInfo, StaticRegistry
 
 ORG, SESSION = "bench", "s1"
 MODEL = hashlib.sha256(b"bench-client").hexdigest()

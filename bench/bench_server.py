@@ -50,7 +50,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.common import write_results
 from deploy.broker import MosquittoBroker, free_port
-from gateway.mqtt_io import MqttSettings, PahoLink
 from ledger_node.api import LedgerApi
 from ledger_node.client import LedgerClient
 from ledger_node.genesis import Genesis, OrgSpec
@@ -72,6 +71,8 @@ from protocol.messages import (
     seal,
 )
 from server.cli import main as server_main
+from service.link import PahoLink
+from service.mqtt import MqttSettings
 
 ORGS = ("org1", "org2")
 NS = tuple(int(n) for n in os.environ.get("BENCH_SERVER_NS", "4,16,64").split(","))
@@ -481,7 +482,7 @@ def _table(results: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def main() -> None:
-    logging.getLogger("gateway.mqtt_io").setLevel(logging.ERROR)  # 64 "disconnected" lines
+    logging.getLogger("service.link").setLevel(logging.ERROR)  # 64 "disconnected" lines
     if shutil.which("mosquitto") is None:
         raise RuntimeError("mosquitto is not installed")
     m = _manifest()

@@ -39,11 +39,7 @@ from gateway.ledger_io import (
     proof_for,
     submit_record,
 )
-from gateway.metrics import MetricsRegistry
-from gateway.metrics_http import MetricsServer
-from gateway.mqtt_io import Inbound, PahoLink
 from gateway.ratelimit import LogLimiter
-from gateway.registry import CachedRegistry
 from gateway.validator import VoteOutcome, VoteTracker
 from gateway.verify import AdmissionPipeline
 from ledger_node.client import LedgerClient
@@ -54,6 +50,10 @@ from protocol.keys import load_signing_key, verify_key_from_hex
 from protocol.messages import ModelAnnouncement, seal, weights_digest
 from protocol.replay import ReplayGuard
 from server.proposals import vote_decision
+from service.link import Inbound, PahoLink
+from service.metrics import MetricsRegistry
+from service.metrics_http import MetricsServer
+from service.registry import CachedRegistry
 
 __all__ = ["GatewayApp"]
 

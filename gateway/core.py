@@ -61,7 +61,6 @@ import numpy as np
 
 from gateway.endorse import endorse, gateway_kid
 from gateway.errors import AggregationError, RoundStateError
-from gateway.metrics import MetricsRegistry
 from gateway.policy import SessionPolicy
 from gateway.ratelimit import LogLimiter
 from gateway.rounds import GatewayRound, Phase, RoundJournal
@@ -79,6 +78,7 @@ from protocol.messages import (
     seal,
     unseal,
 )
+from service.metrics import MetricsRegistry
 
 __all__ = [
     "Action",

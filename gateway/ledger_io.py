@@ -17,12 +17,12 @@ import nacl.signing
 
 from gateway.endorse import gateway_identity
 from gateway.policy import ModelSpec, SessionPolicy
-from gateway.registry import DeviceInfo
 from ledger_node.client import LedgerClient, SessionRecord
 from ledger_node.tx import make_tx
 from models.manifest import Manifest, list_artifacts, load_manifest
 from protocol.errors import ConfigError, LedgerError
 from protocol.messages import LedgerProof
+from service.registry import DeviceInfo
 
 __all__ = ["LedgerRegistry", "find_manifest", "policy_from_session", "proof_for", "submit_record"]
 
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 class LedgerRegistry:
-    """:class:`gateway.registry.DeviceRegistry` backed by the ledger node's state."""
+    """:class:`service.registry.DeviceRegistry` backed by the ledger node's state."""
 
     def __init__(self, client: LedgerClient) -> None:
         self._client = client

@@ -48,7 +48,6 @@ import nacl.exceptions
 import numpy as np
 
 from gateway.policy import SessionPolicy
-from gateway.registry import CachedRegistry
 from protocol import envelope as env_mod
 from protocol import topics
 from protocol.errors import (
@@ -61,6 +60,7 @@ from protocol.errors import (
 from protocol.messages import ActivationBatch, ClientWeights, decode_any
 from protocol.replay import MAX_SEQ_JUMP, ReplayGuard, Verdict
 from protocol.tensor import TensorLimits
+from service.registry import CachedRegistry
 
 __all__ = [
     "Accepted",

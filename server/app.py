@@ -32,10 +32,6 @@ from gateway.core import Publish
 from gateway.endorse import gateway_identity
 from gateway.evaluate import HeldOutEvaluator, evaluation_clip
 from gateway.ledger_io import LedgerRegistry, find_manifest
-from gateway.metrics import MetricsRegistry
-from gateway.metrics_http import MetricsServer
-from gateway.mqtt_io import PahoLink
-from gateway.registry import CachedRegistry
 from ledger_node.client import LedgerClient
 from ledger_node.tx import decode_tx, make_tx
 from models.runtime import ClientRuntime, ServerRuntime
@@ -47,6 +43,10 @@ from server.core import Phase, ServerCore, SessionPlan, SubmitTx
 from server.proposals import Proposal, ProposalLifecycle, open_proposal
 from server.sfl import SflMode, SplitTrainer
 from server.state import load_candidate, load_finalised, save_candidate, save_finalised
+from service.link import PahoLink
+from service.metrics import MetricsRegistry
+from service.metrics_http import MetricsServer
+from service.registry import CachedRegistry
 
 __all__ = ["ServerApp"]
 

@@ -46,8 +46,6 @@ from gateway.core import Publish
 from gateway.endorse import gateway_kid, open_endorsement, org_of_gateway_kid
 from gateway.errors import AggregationError
 from gateway.fedavg import WeightedUpdate, fedavg
-from gateway.metrics import MetricsRegistry
-from gateway.registry import CachedRegistry
 from protocol import envelope as env_mod
 from protocol import topics
 from protocol.errors import LedgerError, ModelError, ProtocolError
@@ -67,6 +65,8 @@ from server.aggregate import CutResult, GroupAggregate, aggregate_groups
 from server.proposals import Proposal, ProposalStatus, next_version
 from server.round_policy import RoundPolicy, RoundTracker
 from server.sfl import SplitTrainer
+from service.metrics import MetricsRegistry
+from service.registry import CachedRegistry
 
 __all__ = ["Phase", "ServerCore", "SessionPlan", "SubmitTx"]
 

@@ -25,7 +25,6 @@ from deploy.broker import MosquittoBroker
 from gateway.app import GatewayApp
 from gateway.config import parse_config
 from gateway.endorse import open_endorsement
-from gateway.mqtt_io import MqttSettings, PahoLink
 from ledger_node.api import LedgerApi
 from ledger_node.client import LedgerClient
 from ledger_node.node import LedgerNode
@@ -43,6 +42,8 @@ from protocol.messages import (
     decode_any,
     seal,
 )
+from service.link import PahoLink
+from service.mqtt import MqttSettings
 from tests.unit.ledger_node.conftest import Consortium, make_consortium, session_body
 
 pytestmark = pytest.mark.integration

@@ -25,7 +25,6 @@ from agent.privacy.mechanisms import clip_rows
 from deploy.broker import MosquittoBroker
 from gateway.app import GatewayApp
 from gateway.config import parse_config as gateway_config
-from gateway.mqtt_io import MqttSettings, PahoLink
 from ledger_node.api import LedgerApi
 from ledger_node.client import LedgerClient
 from ledger_node.lightclient import verify_model_finalisation
@@ -52,6 +51,8 @@ from server.app import ServerApp
 from server.cli import main as server_main
 from server.config import parse_config as server_config
 from server.core import Phase
+from service.link import PahoLink
+from service.mqtt import MqttSettings
 from tests.unit.ledger_node.conftest import Consortium, make_consortium
 
 pytestmark = pytest.mark.integration

@@ -10,10 +10,8 @@ import numpy as np
 import pytest
 
 from gateway.core import Announce, GatewayCore, Publish, SubmitRecord
-from gateway.metrics import MetricsRegistry
 from gateway.policy import ModelSpec, SessionPolicy
 from gateway.ratelimit import LogLimiter
-from gateway.registry import CachedRegistry, DeviceInfo, StaticRegistry
 from gateway.rounds import InMemoryJournal
 from gateway.verify import AdmissionPipeline
 from protocol import topics
@@ -36,6 +34,8 @@ from server.core import Phase, ServerCore, SessionPlan, SubmitTx
 from server.proposals import ProposalStatus
 from server.round_policy import RoundPolicy
 from server.sfl import SflMode, SplitTrainer
+from service.metrics import MetricsRegistry
+from service.registry import CachedRegistry, DeviceInfo, StaticRegistry
 
 from .test_server_logic import FakeHalf
 
