@@ -53,6 +53,7 @@ from server.proposals import vote_decision
 from service.link import Inbound, PahoLink
 from service.metrics import MetricsRegistry
 from service.metrics_http import MetricsServer
+from service.notify import SystemdNotifier, Watchdog
 from service.registry import CachedRegistry
 
 __all__ = ["GatewayApp"]
@@ -66,6 +67,8 @@ class GatewayApp:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self._stop = threading.Event()
+        self.notifier = SystemdNotifier()  # READY by service.lifecycle.serve; a no-op off systemd
+        self._watchdog = Watchdog(self.notifier)
         self._key = load_signing_key(config.signing_key)
         self.ledger = LedgerClient(config.ledger_url)
         server_hex = config.server_pubkey or self._server_key_from_ledger()
@@ -399,6 +402,7 @@ class GatewayApp:
         next_poll = 0.0
         while not self._stop.is_set():
             now = time.monotonic()
+            self._watchdog.tick(now)
             if now >= next_poll:
                 self._poll_ledger()
                 self._flush()

@@ -46,6 +46,7 @@ from server.state import load_candidate, load_finalised, save_candidate, save_fi
 from service.link import PahoLink
 from service.metrics import MetricsRegistry
 from service.metrics_http import MetricsServer
+from service.notify import SystemdNotifier, Watchdog
 from service.registry import CachedRegistry
 
 __all__ = ["ServerApp"]
@@ -59,6 +60,8 @@ class ServerApp:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self._stop = threading.Event()
+        self.notifier = SystemdNotifier()  # READY by service.lifecycle.serve; a no-op off systemd
+        self._watchdog = Watchdog(self.notifier)
         self._key = load_signing_key(config.signing_key)
         self.ledger = LedgerClient(config.ledger_url)
         s = self.ledger.session(config.session)
@@ -314,6 +317,7 @@ class ServerApp:
         next_poll = 0.0
         while not self._stop.is_set() and self.core.phase is not Phase.DONE:
             now = time.monotonic()
+            self._watchdog.tick(now)
             if now >= next_poll:
                 self._poll()
                 next_poll = now + self.config.poll_interval_s
