@@ -30,11 +30,9 @@ from typing import Any
 
 from gateway.config import GatewayConfig
 from gateway.core import Action, Announce, ForwardRef, GatewayCore, Publish, SubmitRecord
-from gateway.evaluate import HeldOutEvaluator, evaluation_clip
 from gateway.journal import SqliteJournal
 from gateway.ledger_io import (
     LedgerRegistry,
-    find_manifest,
     policy_from_session,
     proof_for,
     submit_record,
@@ -44,6 +42,8 @@ from gateway.validator import VoteOutcome, VoteTracker
 from gateway.verify import AdmissionPipeline
 from ledger_node.client import LedgerClient
 from ledger_node.tx import decode_tx, make_tx
+from models.evaluate import HeldOutEvaluator, evaluation_clip
+from models.manifest import find_manifest
 from protocol import topics
 from protocol.errors import LedgerError, SplitfedError
 from protocol.keys import load_signing_key, verify_key_from_hex

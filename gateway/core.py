@@ -60,11 +60,12 @@ import nacl.signing
 import numpy as np
 
 from gateway.endorse import endorse, gateway_kid
-from gateway.errors import AggregationError, RoundStateError
+from gateway.errors import RoundStateError
 from gateway.policy import SessionPolicy
 from gateway.ratelimit import LogLimiter
 from gateway.rounds import GatewayRound, Phase, RoundJournal
 from gateway.verify import Accepted, AdmissionPipeline, Duplicate, Rejected
+from models.fedavg import AggregationError
 from protocol import topics
 from protocol.envelope import MAX_MQTT_PAYLOAD
 from protocol.errors import ProtocolError, SplitfedError

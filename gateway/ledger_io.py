@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import nacl.signing
@@ -19,12 +18,12 @@ from gateway.endorse import gateway_identity
 from gateway.policy import ModelSpec, SessionPolicy
 from ledger_node.client import LedgerClient, SessionRecord
 from ledger_node.tx import make_tx
-from models.manifest import Manifest, list_artifacts, load_manifest
-from protocol.errors import ConfigError, LedgerError
+from models.manifest import Manifest
+from protocol.errors import LedgerError
 from protocol.messages import LedgerProof
 from service.registry import DeviceInfo
 
-__all__ = ["LedgerRegistry", "find_manifest", "policy_from_session", "proof_for", "submit_record"]
+__all__ = ["LedgerRegistry", "policy_from_session", "proof_for", "submit_record"]
 
 log = logging.getLogger(__name__)
 
@@ -42,22 +41,6 @@ class LedgerRegistry:
         return DeviceInfo(
             org=rec.org, device=rec.device, pubkey_hex=rec.pubkey_hex, revoked=rec.revoked
         )
-
-
-def find_manifest(client_sha256: str, configured: Path | None) -> Manifest:
-    """The manifest of the session's client half (configured path or the model zoo)."""
-    if configured is not None:
-        m = load_manifest(configured)
-        if m.client_sha256 != client_sha256:
-            raise ConfigError(
-                f"manifest {configured} is for client {m.client_sha256[:12]}, "
-                f"the session uses {client_sha256[:12]}"
-            )
-        return m
-    for m in list_artifacts():
-        if m.client_sha256 == client_sha256:
-            return m
-    raise ConfigError(f"no model artifact with client sha256 {client_sha256[:12]} is installed")
 
 
 def policy_from_session(s: SessionRecord, m: Manifest) -> SessionPolicy:

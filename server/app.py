@@ -30,10 +30,11 @@ from typing import Any
 
 from gateway.core import Publish
 from gateway.endorse import gateway_identity
-from gateway.evaluate import HeldOutEvaluator, evaluation_clip
-from gateway.ledger_io import LedgerRegistry, find_manifest
+from gateway.ledger_io import LedgerRegistry
 from ledger_node.client import LedgerClient
 from ledger_node.tx import decode_tx, make_tx
+from models.evaluate import HeldOutEvaluator, evaluation_clip
+from models.manifest import find_manifest
 from models.runtime import ClientRuntime, ServerRuntime
 from protocol import topics
 from protocol.errors import ConfigError, LedgerError, SplitfedError, SpoolError

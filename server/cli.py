@@ -75,10 +75,9 @@ def session() -> None:
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for the block.")
 def session_create(config_path: Path, timeout: float) -> None:
     """Write the session tx (model hashes, DP policy, rounds, groups) to the ledger."""
-    from gateway.ledger_io import find_manifest
     from ledger_node.client import LedgerClient
     from ledger_node.tx import make_tx
-    from models.manifest import artifact_dir, load_manifest
+    from models.manifest import artifact_dir, find_manifest, load_manifest
     from protocol.keys import load_signing_key
     from server.session import session_body
 

@@ -44,8 +44,7 @@ import numpy as np
 
 from gateway.core import Publish
 from gateway.endorse import gateway_kid, open_endorsement, org_of_gateway_kid
-from gateway.errors import AggregationError
-from gateway.fedavg import WeightedUpdate, fedavg
+from models.fedavg import AggregationError, WeightedUpdate, fedavg
 from protocol import envelope as env_mod
 from protocol import topics
 from protocol.errors import LedgerError, ModelError, ProtocolError

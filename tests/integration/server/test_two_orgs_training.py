@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agent.privacy.mechanisms import clip_rows
 from deploy.broker import MosquittoBroker
 from gateway.app import GatewayApp
 from gateway.config import parse_config as gateway_config
@@ -30,6 +29,7 @@ from ledger_node.client import LedgerClient
 from ledger_node.lightclient import verify_model_finalisation
 from ledger_node.node import LedgerNode
 from ledger_node.solo import SoloOrderer
+from models.clip import clip_rows
 from models.data import WindowConfig, load_windows
 from models.manifest import Manifest, list_artifacts
 from models.runtime import ClientRuntime

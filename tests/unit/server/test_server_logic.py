@@ -5,7 +5,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from gateway.errors import AggregationError
+from models.fedavg import AggregationError
 from protocol.errors import ConfigError
 from server.aggregate import GroupAggregate, aggregate_groups
 from server.errors import UnknownGroupError
