@@ -154,7 +154,7 @@ class AgentApp:
         validators: dict[str, str] | None = None
         chain_id: str | None = None
         if model.genesis is not None:
-            from ledger_node.genesis import load_genesis
+            from protocol.ledger.genesis import load_genesis
 
             genesis = load_genesis(model.genesis)
             chain_id = genesis.chain_id

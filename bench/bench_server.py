@@ -51,17 +51,16 @@ from paho.mqtt.enums import CallbackAPIVersion
 from bench.common import write_results
 from deploy.broker import MosquittoBroker, free_port
 from ledger_node.api import LedgerApi
-from ledger_node.client import LedgerClient
-from ledger_node.genesis import Genesis, OrgSpec
 from ledger_node.node import LedgerNode
-from ledger_node.registration import make_registration_request
 from ledger_node.solo import SoloOrderer
-from ledger_node.tx import make_tx
 from models.data import WindowConfig, default_data_dir, load_windows
 from models.manifest import Manifest, list_artifacts
 from models.runtime import ClientRuntime
 from protocol import topics
 from protocol.keys import public_key_hex, save_signing_key
+from protocol.ledger.genesis import Genesis, OrgSpec
+from protocol.ledger.registration import make_registration_request
+from protocol.ledger.tx import make_tx
 from protocol.messages import (
     ActivationBatch,
     DeviceState,
@@ -71,6 +70,7 @@ from protocol.messages import (
     seal,
 )
 from server.cli import main as server_main
+from service.ledger_client import LedgerClient
 from service.link import PahoLink
 from service.mqtt import MqttSettings
 

@@ -29,27 +29,25 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.config import GatewayConfig
-from gateway.core import Action, Announce, ForwardRef, GatewayCore, Publish, SubmitRecord
+from gateway.core import Action, Announce, GatewayCore, SubmitRecord
 from gateway.journal import SqliteJournal
-from gateway.ledger_io import (
-    LedgerRegistry,
-    policy_from_session,
-    proof_for,
-    submit_record,
-)
+from gateway.ledger_io import policy_from_session, submit_record
 from gateway.ratelimit import LogLimiter
 from gateway.validator import VoteOutcome, VoteTracker
 from gateway.verify import AdmissionPipeline
-from ledger_node.client import LedgerClient
-from ledger_node.tx import decode_tx, make_tx
 from models.evaluate import HeldOutEvaluator, evaluation_clip
 from models.manifest import find_manifest
 from protocol import topics
+from protocol.effects import ForwardRef, Publish
+from protocol.endorse import gateway_kid
 from protocol.errors import LedgerError, SplitfedError
 from protocol.keys import load_signing_key, verify_key_from_hex
+from protocol.ledger.tx import decode_tx, make_tx
 from protocol.messages import ModelAnnouncement, seal, weights_digest
 from protocol.replay import ReplayGuard
-from server.proposals import vote_decision
+from protocol.vote import vote_decision
+from service.ledger import LedgerRegistry, proof_for
+from service.ledger_client import LedgerClient
 from service.link import Inbound, PahoLink
 from service.metrics import MetricsRegistry
 from service.metrics_http import MetricsServer
@@ -275,7 +273,7 @@ class GatewayApp:
                     )
                     self.link.publish(
                         topics.model(self.config.org),
-                        seal(final, signing_key=self._key, kid=f"{self.config.org}.gateway"),
+                        seal(final, signing_key=self._key, kid=gateway_kid(self.config.org)),
                         retain=True,
                     )
                     log.info("published finalised model version %d", version)

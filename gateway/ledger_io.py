@@ -1,6 +1,6 @@
 """Ledger adapters for the gateway: registry, session policy, records, proofs.
 
-Wraps :class:`ledger_node.client.LedgerClient` (loopback HTTP) behind the
+Wraps :class:`service.ledger_client.LedgerClient` (loopback HTTP) behind the
 gateway's roles. Ledger failures stay :class:`protocol.errors.LedgerError`;
 the admission pipeline turns them into a counted ``registry_unavailable``
 rejection, the app retries submissions on the next poll.
@@ -14,33 +14,15 @@ from typing import Any
 
 import nacl.signing
 
-from gateway.endorse import gateway_identity
 from gateway.policy import ModelSpec, SessionPolicy
-from ledger_node.client import LedgerClient, SessionRecord
-from ledger_node.tx import make_tx
 from models.manifest import Manifest
-from protocol.errors import LedgerError
-from protocol.messages import LedgerProof
-from service.registry import DeviceInfo
+from protocol.endorse import gateway_identity
+from protocol.ledger.tx import make_tx
+from service.ledger_client import LedgerClient, SessionRecord
 
-__all__ = ["LedgerRegistry", "policy_from_session", "proof_for", "submit_record"]
+__all__ = ["policy_from_session", "submit_record"]
 
 log = logging.getLogger(__name__)
-
-
-class LedgerRegistry:
-    """:class:`service.registry.DeviceRegistry` backed by the ledger node's state."""
-
-    def __init__(self, client: LedgerClient) -> None:
-        self._client = client
-
-    def lookup(self, org: str, device: str) -> DeviceInfo | None:
-        rec = self._client.device(org, device)
-        if rec is None:
-            return None
-        return DeviceInfo(
-            org=rec.org, device=rec.device, pubkey_hex=rec.pubkey_hex, revoked=rec.revoked
-        )
 
 
 def policy_from_session(s: SessionRecord, m: Manifest) -> SessionPolicy:
@@ -106,21 +88,3 @@ def submit_record(
         chain_id=chain_id,
     )
     return client.submit(tx)
-
-
-def proof_for(client: LedgerClient, txid: str) -> LedgerProof:
-    """The inclusion proof of ``txid`` as a protocol :class:`LedgerProof`."""
-    p = client.proof(txid)
-    try:
-        return LedgerProof(
-            chain_id=p.chain_id,
-            height=p.height,
-            header=p.header,
-            certificate=p.certificate,
-            tx=p.tx,
-            leaf_index=p.leaf_index,
-            tree_size=p.tree_size,
-            audit_path=p.audit_path,
-        )
-    except ValueError as exc:
-        raise LedgerError(f"ledger returned an unusable proof: {exc}") from exc

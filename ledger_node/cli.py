@@ -17,16 +17,16 @@ from typing import Any
 import click
 
 from ledger_node.api import jsonable
-from ledger_node.client import LedgerClient
 from ledger_node.errors import LedgerError
-from ledger_node.genesis import load_genesis, write_genesis_with_keys
-from ledger_node.lightclient import verify_proof
 from ledger_node.node import LedgerNode
-from ledger_node.tx import TX_KINDS, make_tx
 from ledger_node.verify import verify_chain
 from protocol.errors import ConfigError, KeyFileError, SplitfedError
 from protocol.keys import load_signing_key
+from protocol.ledger.genesis import load_genesis, write_genesis_with_keys
+from protocol.ledger.lightclient import verify_proof
+from protocol.ledger.tx import TX_KINDS, make_tx
 from service.cli import EXIT_FAILURE, EXIT_USAGE, run_click
+from service.ledger_client import LedgerClient
 
 EXIT_TX_INVALID = 3  # `splitfed-ledger tx`: the tx was included but marked invalid
 DEFAULT_URL = "http://127.0.0.1:7070"

@@ -29,7 +29,11 @@ from typing import Any
 
 import nacl.signing
 
-from ledger_node.block import (
+from ledger_node.errors import CertificateError, ChainIntegrityError, LedgerError, NotFoundError
+from ledger_node.executor import ExecutedBlock, execute_block
+from ledger_node.state import State
+from ledger_node.storage import Storage
+from protocol.ledger.block import (
     Header,
     decode_header,
     quorum,
@@ -37,26 +41,15 @@ from ledger_node.block import (
     verify_certificate,
     verify_header_signature,
 )
-from ledger_node.errors import CertificateError, ChainIntegrityError, LedgerError, NotFoundError
-from ledger_node.executor import ExecutedBlock, execute_block
-from ledger_node.genesis import Genesis
-from ledger_node.lightclient import ProofBundle
-from ledger_node.state import State
-from ledger_node.storage import Storage
+from protocol.ledger.genesis import Genesis
+from protocol.ledger.lightclient import ProofBundle
+from protocol.ledger.tx import Receipt
 from protocol.merkle import audit_path, merkle_root
 
-__all__ = ["DB_NAME", "Evidence", "LedgerNode", "Receipt"]
+__all__ = ["DB_NAME", "Evidence", "LedgerNode"]
 
 log = logging.getLogger(__name__)
 DB_NAME = "ledger.sqlite"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Receipt:
-    txid: str
-    height: int
-    valid: bool
-    reason: str | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

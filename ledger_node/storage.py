@@ -25,9 +25,9 @@ from typing import Any
 
 import cbor2
 
-from ledger_node.codec import dumps
 from ledger_node.errors import LedgerError
 from ledger_node.executor import ExecutedBlock
+from protocol.ledger.codec import dumps
 from service.files import open_sqlite
 
 __all__ = ["Storage"]

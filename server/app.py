@@ -28,22 +28,22 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.core import Publish
-from gateway.endorse import gateway_identity
-from gateway.ledger_io import LedgerRegistry
-from ledger_node.client import LedgerClient
-from ledger_node.tx import decode_tx, make_tx
 from models.evaluate import HeldOutEvaluator, evaluation_clip
 from models.manifest import find_manifest
 from models.runtime import ClientRuntime, ServerRuntime
 from protocol import topics
+from protocol.effects import Publish
+from protocol.endorse import gateway_identity
 from protocol.errors import ConfigError, LedgerError, SplitfedError, SpoolError
 from protocol.keys import load_signing_key, verify_key_from_hex
+from protocol.ledger.tx import decode_tx, make_tx
 from server.config import ServerConfig
 from server.core import Phase, ServerCore, SessionPlan, SubmitTx
 from server.proposals import Proposal, ProposalLifecycle, open_proposal
 from server.sfl import SflMode, SplitTrainer
 from server.state import load_candidate, load_finalised, save_candidate, save_finalised
+from service.ledger import LedgerRegistry
+from service.ledger_client import LedgerClient
 from service.link import PahoLink
 from service.metrics import MetricsRegistry
 from service.metrics_http import MetricsServer

@@ -75,11 +75,11 @@ def session() -> None:
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for the block.")
 def session_create(config_path: Path, timeout: float) -> None:
     """Write the session tx (model hashes, DP policy, rounds, groups) to the ledger."""
-    from ledger_node.client import LedgerClient
-    from ledger_node.tx import make_tx
     from models.manifest import artifact_dir, find_manifest, load_manifest
     from protocol.keys import load_signing_key
+    from protocol.ledger.tx import make_tx
     from server.session import session_body
+    from service.ledger_client import LedgerClient
 
     cfg = _config(config_path)
     spec = cfg.session_spec

@@ -42,11 +42,11 @@ from typing import Any, Literal
 import nacl.signing
 import numpy as np
 
-from gateway.core import Publish
-from gateway.endorse import gateway_kid, open_endorsement, org_of_gateway_kid
 from models.fedavg import AggregationError, WeightedUpdate, fedavg
 from protocol import envelope as env_mod
 from protocol import topics
+from protocol.effects import Publish
+from protocol.endorse import SERVER_KID, gateway_kid, open_endorsement, org_of_gateway_kid
 from protocol.errors import LedgerError, ModelError, ProtocolError
 from protocol.messages import (
     ActivationBatch,
@@ -70,7 +70,6 @@ from service.registry import CachedRegistry
 __all__ = ["Phase", "ServerCore", "SessionPlan", "SubmitTx"]
 
 log = logging.getLogger(__name__)
-SERVER_KID = "server"
 
 CommandKind = Literal["start_round", "stop_round", "sync", "upload_weights", "load_model", "stop"]
 Evaluator = Callable[[Sequence[np.ndarray], Sequence[np.ndarray]], float]

@@ -47,11 +47,11 @@ from deploy.stack import configs
 from deploy.stack.plan import DevicePlan, StackOptions, StackPlan, make_plan
 from deploy.stack.procs import ProcessGroup, StackError, port_open, wait_until
 from deploy.stack.tsfile import write_ts
-from ledger_node.client import LedgerClient
-from ledger_node.genesis import write_genesis_with_keys
 from models.data import default_window
 from models.datasets.ucr import TsDataset, load_split
 from models.manifest import Manifest, artifact_dir, list_artifacts, load_manifest
+from protocol.ledger.genesis import write_genesis_with_keys
+from service.ledger_client import LedgerClient
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from deploy.stack.procs import Child, StackError
 
 if TYPE_CHECKING:
     from deploy.stack.launcher import StackRun
-    from ledger_node.genesis import Genesis
     from models.manifest import Manifest
+    from protocol.ledger.genesis import Genesis
 
 __all__ = ["Watcher", "finish", "summarise"]
 

@@ -24,13 +24,12 @@ import pytest
 from deploy.broker import MosquittoBroker
 from gateway.app import GatewayApp
 from gateway.config import parse_config
-from gateway.endorse import open_endorsement
 from ledger_node.api import LedgerApi
-from ledger_node.client import LedgerClient
 from ledger_node.node import LedgerNode
 from ledger_node.solo import SoloOrderer
 from models.manifest import Manifest, list_artifacts
 from protocol import envelope, topics
+from protocol.endorse import open_endorsement
 from protocol.keys import save_signing_key
 from protocol.merkle import merkle_root
 from protocol.messages import (
@@ -42,6 +41,7 @@ from protocol.messages import (
     decode_any,
     seal,
 )
+from service.ledger_client import LedgerClient
 from service.link import PahoLink
 from service.mqtt import MqttSettings
 from tests.unit.ledger_node.conftest import Consortium, make_consortium, session_body

@@ -14,14 +14,14 @@ import pytest
 
 from deploy.broker import MosquittoBroker
 from ledger_node.api import LedgerApi
-from ledger_node.client import LedgerClient
 from ledger_node.node import LedgerNode
 from ledger_node.solo import SoloOrderer
-from ledger_node.tx import decode_tx
+from protocol.ledger.tx import decode_tx
 from protocol.messages import weights_digest
 from server.app import ServerApp
 from server.core import Phase
 from server.state import load_finalised
+from service.ledger_client import LedgerClient
 from tests.integration.server._reset_proxy import ResetVoteProxy
 from tests.integration.server._training import Stack
 from tests.unit.ledger_node.conftest import Consortium, make_consortium

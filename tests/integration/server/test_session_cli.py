@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from ledger_node.api import LedgerApi
-from ledger_node.client import LedgerClient
 from ledger_node.node import LedgerNode
 from ledger_node.solo import SoloOrderer
 from models.manifest import list_artifacts
 from protocol.keys import generate_signing_key, save_signing_key
 from server.cli import main
+from service.ledger_client import LedgerClient
 from tests.unit.ledger_node.conftest import Consortium, make_consortium
 
 pytestmark = pytest.mark.integration

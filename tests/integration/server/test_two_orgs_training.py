@@ -25,8 +25,6 @@ from deploy.broker import MosquittoBroker
 from gateway.app import GatewayApp
 from gateway.config import parse_config as gateway_config
 from ledger_node.api import LedgerApi
-from ledger_node.client import LedgerClient
-from ledger_node.lightclient import verify_model_finalisation
 from ledger_node.node import LedgerNode
 from ledger_node.solo import SoloOrderer
 from models.clip import clip_rows
@@ -35,6 +33,7 @@ from models.manifest import Manifest, list_artifacts
 from models.runtime import ClientRuntime
 from protocol import topics
 from protocol.keys import save_signing_key
+from protocol.ledger.lightclient import verify_model_finalisation
 from protocol.messages import (
     ActivationBatch,
     ClientWeights,
@@ -51,6 +50,7 @@ from server.app import ServerApp
 from server.cli import main as server_main
 from server.config import parse_config as server_config
 from server.core import Phase
+from service.ledger_client import LedgerClient
 from service.link import PahoLink
 from service.mqtt import MqttSettings
 from tests.unit.ledger_node.conftest import Consortium, make_consortium

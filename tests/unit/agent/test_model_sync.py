@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 
 from agent.model_sync import ModelGate, ModelRejectedError
-from ledger_node.block import sign_header
-from ledger_node.lightclient import ProofBundle
 from ledger_node.node import LedgerNode
-from ledger_node.tx import decode_tx
 from protocol.errors import ModelError, SplitfedError
+from protocol.ledger.block import sign_header
+from protocol.ledger.lightclient import ProofBundle
+from protocol.ledger.tx import decode_tx
 from protocol.messages import LedgerProof, ModelAnnouncement, weights_digest
 from tests.unit.ledger_node.conftest import (
     H1,

@@ -7,13 +7,14 @@ from pathlib import Path
 import nacl.signing
 import numpy as np
 
-from gateway.core import GatewayCore, Publish, SubmitRecord
-from gateway.endorse import gateway_kid, open_endorsement
+from gateway.core import GatewayCore, SubmitRecord
 from gateway.journal import SqliteJournal
 from gateway.ratelimit import LogLimiter
 from gateway.rounds import InMemoryJournal, RoundJournal
 from gateway.verify import AdmissionPipeline
 from protocol import topics
+from protocol.effects import Publish
+from protocol.endorse import gateway_kid, open_endorsement
 from protocol.messages import (
     ClientWeights,
     Command,

@@ -9,12 +9,13 @@ import nacl.signing
 import numpy as np
 import pytest
 
-from gateway.core import Announce, GatewayCore, Publish, SubmitRecord
+from gateway.core import Announce, GatewayCore, SubmitRecord
 from gateway.policy import ModelSpec, SessionPolicy
 from gateway.ratelimit import LogLimiter
 from gateway.rounds import InMemoryJournal
 from gateway.verify import AdmissionPipeline
 from protocol import topics
+from protocol.effects import Publish
 from protocol.keys import public_key_hex
 from protocol.messages import (
     ActivationBatch,
