@@ -28,6 +28,7 @@ from protocol.errors import BadSignature, MalformedMessage
 __all__ = [
     "SERVER_KID",
     "endorse",
+    "endorsement_refusal",
     "gateway_identity",
     "gateway_kid",
     "open_endorsement",
@@ -91,6 +92,17 @@ def open_endorsement(data: bytes, *, gateway_key: nacl.signing.VerifyKey, org: s
     if env.content_type != Endorsement.CONTENT_TYPE:
         raise BadSignature(f"content type {env.content_type!r} is not an endorsement")
     msg = Endorsement.decode(env.payload)
-    if msg.org != org or msg.gateway != gateway_kid(org):
-        raise BadSignature(f"endorsement names {msg.org}/{msg.gateway}, signed by {org}")
+    problem = endorsement_refusal(msg, org)
+    if problem is not None:
+        raise problem
     return msg
+
+
+def endorsement_refusal(msg: Endorsement, org: str) -> BadSignature | None:
+    """Why a verified endorsement by ``org``'s gateway must still be refused, if it must.
+
+    The signed fields must name the signer: the organisation and its gateway kid.
+    """
+    if msg.org != org or msg.gateway != gateway_kid(org):
+        return BadSignature(f"endorsement names {msg.org}/{msg.gateway}, signed by {org}")
+    return None
