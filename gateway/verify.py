@@ -27,7 +27,7 @@ at the first failure; steps 1 and 3-5 are the shared
    too); tensor shapes and label range for that model; DP parameters at
    least as strong as the session policy; declared epsilon within the budget;
 10. only now the sequence number is marked in the replay window. A signed
-    message that fails 8 or 9 leaves the window as it was, so it cannot
+    message that fails 9 leaves the window as it was, so it cannot
     turn the device's later genuine messages into "replays".
 
 The result is a value, never an exception: :class:`Accepted`,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Self, TypeVar
+from typing import Any, ClassVar, Literal, Self, TypeVar, get_args
 
 import numpy as np
 
@@ -65,10 +65,12 @@ from protocol.tensor import (
     encode_tensor,
 )
 
-__all__ = ["COMMAND_KINDS", "Command", "DeviceState", "Endorsement", "Prediction"]
+__all__ = ["COMMAND_KINDS", "Command", "CommandKind", "DeviceState", "Endorsement", "Prediction"]
 
 _T = TypeVar("_T")
-COMMAND_KINDS = ("start_round", "stop_round", "sync", "upload_weights", "load_model", "stop")
+#: what the server may ask of devices (and gateways relay); the one definition of the kinds
+CommandKind = Literal["start_round", "stop_round", "sync", "upload_weights", "load_model", "stop"]
+COMMAND_KINDS: tuple[CommandKind, ...] = get_args(CommandKind)
 
 
 def _simple_decode(
@@ -93,7 +95,7 @@ class Command:
     session: str
     round: int
     device: str | None
-    kind: Literal["start_round", "stop_round", "sync", "upload_weights", "load_model", "stop"]
+    kind: CommandKind
     args: Mapping[str, Scalar] = field(default_factory=dict)
     seq: int = 0
 

@@ -37,7 +37,7 @@ import enum
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import nacl.signing
 import numpy as np
@@ -46,6 +46,7 @@ from models.fedavg import AggregationError, WeightedUpdate, fedavg
 from protocol import envelope as env_mod
 from protocol import topics
 from protocol.admit import Refused, admit
+from protocol.control import CommandKind
 from protocol.effects import Publish
 from protocol.endorse import SERVER_KID, endorsement_refusal, gateway_kid, org_of_gateway_kid
 from protocol.envelope import MAX_MQTT_PAYLOAD
@@ -73,7 +74,6 @@ __all__ = ["Phase", "ServerCore", "SessionPlan", "SubmitTx"]
 
 log = logging.getLogger(__name__)
 
-CommandKind = Literal["start_round", "stop_round", "sync", "upload_weights", "load_model", "stop"]
 Evaluator = Callable[[Sequence[np.ndarray], Sequence[np.ndarray]], float]
 
 

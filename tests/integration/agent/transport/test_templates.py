@@ -15,7 +15,8 @@ from agent.mqtt import MqttConfig, PahoPublisher
 from agent.spool import Spool
 from deploy.broker import free_port, make_local_pki
 from protocol import topics
-from tests.integration.agent.transport._helpers import REPO, wait_for
+from tests.integration.agent.transport._helpers import REPO
+from tests.integration.helpers import wait_for
 
 pytestmark = [
     pytest.mark.integration,

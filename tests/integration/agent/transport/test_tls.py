@@ -14,8 +14,8 @@ from agent.privacy import Accountant, GaussianRelease
 from agent.spool import Spool
 from deploy.broker import MosquittoBroker, device_acl, make_local_pki
 from protocol import topics
-from tests.integration.agent.transport._helpers import wait_for
 from tests.integration.conftest import MQTT_ORG, MQTT_USERS
+from tests.integration.helpers import wait_for
 
 pytestmark = [
     pytest.mark.integration,
