@@ -11,9 +11,12 @@ here is role-agnostic adapter code with one behaviour for everybody:
   client from the same factory);
 * :mod:`service.metrics`, :mod:`service.metrics_http` - the metrics registry
   and its HTTP endpoint; :mod:`service.registry` - the cached device registry;
-* :mod:`service.notify` - systemd ``sd_notify``;
+* :mod:`service.ledger_client` (+ :mod:`service.retry`) - the HTTP client of a
+  ledger node; :mod:`service.ledger` - the registry and proofs built on it;
+* :mod:`service.notify` - systemd ``sd_notify`` and the watchdog;
+  :mod:`service.lifecycle` - ``serve``: signals, start, READY, run, close;
 * :mod:`service.files` - atomic file writes and the SQLite open sequence;
-* :mod:`service.cli` - the CLI exit wrapper.
+* :mod:`service.cli` - the CLI exit wrapper (one set of exit codes).
 
 Everything here translates third-party errors into :mod:`protocol.errors`.
 """
