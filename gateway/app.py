@@ -46,7 +46,7 @@ from protocol.ledger.tx import decode_tx, make_tx
 from protocol.messages import ModelAnnouncement, seal, weights_digest
 from protocol.replay import ReplayGuard
 from protocol.vote import vote_decision
-from service.ledger import LedgerRegistry, proof_for
+from service.ledger import LedgerRegistry
 from service.ledger_client import LedgerClient
 from service.link import Inbound, PahoLink
 from service.metrics import MetricsRegistry
@@ -259,7 +259,7 @@ class GatewayApp:
                 if rec.version == version and rec.weights_sha256 == ann.weights_sha256:
                     if self.ledger.certified_height() < rec.height:
                         continue  # devices need the finality certificate: wait for it
-                    proof = proof_for(self.ledger, rec.txid)
+                    proof = self.ledger.proof(rec.txid)
                     final = ModelAnnouncement(
                         session=ann.session,
                         version=ann.version,

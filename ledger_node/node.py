@@ -42,8 +42,8 @@ from protocol.ledger.block import (
     verify_header_signature,
 )
 from protocol.ledger.genesis import Genesis
-from protocol.ledger.lightclient import ProofBundle
 from protocol.ledger.tx import Receipt
+from protocol.ledger_msgs import LedgerProof
 from protocol.merkle import audit_path, merkle_root
 
 __all__ = ["DB_NAME", "Evidence", "LedgerNode"]
@@ -157,16 +157,23 @@ class LedgerNode:
             return None
         return Receipt(txid=txid, height=loc[0], valid=loc[2], reason=loc[3])
 
-    def proof(self, txid: str) -> ProofBundle:
+    def proof(self, txid: str) -> LedgerProof:
+        """The inclusion proof of ``txid`` with the certificate gathered so far.
+
+        :class:`NotFoundError` while the tx is in no applied block, or while its block has
+        no signature yet (a proof needs at least one; a light client needs a quorum).
+        """
         loc = self.storage.tx_location(txid)
         if loc is None or loc[0] > self._height:
             raise NotFoundError(f"tx {txid} is not in any block")
         height, idx = loc[0], loc[1]
+        certificate = tuple(self.certificate(height))
+        if not certificate:
+            raise NotFoundError(f"block {height} of tx {txid} has no signature yet")
         txs = [row[2] for row in self.storage.block_txs(height)]
-        return ProofBundle(chain_id=self.chain_id, height=height,
-                           header=self.header_bytes(height),
-                           certificate=tuple(self.certificate(height)), tx=txs[idx],
-                           leaf_index=idx, tree_size=len(txs),
+        return LedgerProof(chain_id=self.chain_id, height=height,
+                           header=self.header_bytes(height), certificate=certificate,
+                           tx=txs[idx], leaf_index=idx, tree_size=len(txs),
                            audit_path=tuple(audit_path(txs, idx)))
 
     def wait_height(self, height: int, timeout: float) -> int:

@@ -31,9 +31,15 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol.errors import InvalidTransaction, LedgerError, NotFoundError, OrderingError
-from protocol.ledger.lightclient import ProofBundle
+from protocol.errors import (
+    InvalidTransaction,
+    LedgerError,
+    NotFoundError,
+    OrderingError,
+    ProtocolError,
+)
 from protocol.ledger.tx import Receipt
+from protocol.ledger_msgs import LedgerProof
 from service.retry import DEFAULT_RETRY, RetryPolicy, TransientError, call_with_retry
 
 __all__ = ["DeviceRecord", "LedgerClient", "ModelRecord", "SessionRecord"]
@@ -207,14 +213,19 @@ class LedgerClient:
                 h += 1
                 yield self.block(h)
 
-    def proof(self, txid: str) -> ProofBundle:
+    def proof(self, txid: str) -> LedgerProof:
+        """The inclusion proof of ``txid``; a proof the protocol would refuse is a LedgerError."""
         d = self._call(f"/v1/proof/{self._q(txid)}")
-        return ProofBundle(chain_id=d["chain_id"], height=int(d["height"]),
-                           header=bytes.fromhex(d["header"]),
-                           certificate=tuple((v, bytes.fromhex(s)) for v, s in d["certificate"]),
-                           tx=bytes.fromhex(d["tx"]), leaf_index=int(d["leaf_index"]),
-                           tree_size=int(d["tree_size"]),
-                           audit_path=tuple(bytes.fromhex(p) for p in d["audit_path"]))
+        try:
+            return LedgerProof(chain_id=d["chain_id"], height=int(d["height"]),
+                               header=bytes.fromhex(d["header"]),
+                               certificate=tuple((v, bytes.fromhex(s))
+                                                 for v, s in d["certificate"]),
+                               tx=bytes.fromhex(d["tx"]), leaf_index=int(d["leaf_index"]),
+                               tree_size=int(d["tree_size"]),
+                               audit_path=tuple(bytes.fromhex(p) for p in d["audit_path"]))
+        except (ProtocolError, KeyError, TypeError, ValueError) as exc:
+            raise LedgerError(f"ledger returned an unusable proof: {exc}") from exc
 
     # --------------------------------------------------------------- state
     def state(self, key: str) -> Any:

@@ -1,7 +1,8 @@
 """Light-client verification (pure, no I/O): what a device or auditor checks.
 
 Trust anchor: the validator set (``validator id -> Ed25519 public key``),
-taken from genesis or a later certified state. Given a proof bundle a light
+taken from genesis or a later certified state. Given a proof (the wire message
+:class:`protocol.ledger_msgs.LedgerProof`) a light
 client checks, in order:
 
 1. the header is certified: valid signatures by at least
@@ -30,11 +31,11 @@ import nacl.signing
 from protocol.errors import CertificateError, InvalidTransaction, ProtocolError
 from protocol.ledger.block import Header, decode_header, verify_certificate
 from protocol.ledger.tx import decode_tx
+from protocol.ledger_msgs import LedgerProof
 from protocol.merkle import verify_inclusion
 
 __all__ = [
     "FinalisedModel",
-    "ProofBundle",
     "verify_certified_header",
     "verify_model_finalisation",
     "verify_proof",
@@ -42,24 +43,6 @@ __all__ = [
 ]
 
 ValidatorKeys = Mapping[str, nacl.signing.VerifyKey | str]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ProofBundle:
-    """Same fields as ``protocol.messages.LedgerProof``."""
-
-    chain_id: str
-    height: int
-    header: bytes
-    certificate: tuple[tuple[str, bytes], ...]
-    tx: bytes
-    leaf_index: int
-    tree_size: int
-    audit_path: tuple[bytes, ...]
-
-    def __post_init__(self) -> None:
-        if self.height < 0 or not 0 <= self.leaf_index < max(self.tree_size, 1):
-            raise InvalidTransaction("proof height/leaf_index/tree_size out of range")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,7 +83,7 @@ def verify_tx_inclusion(
 
 
 def verify_proof(
-    proof: ProofBundle, *, validators: ValidatorKeys, require_valid: bool = True
+    proof: LedgerProof, *, validators: ValidatorKeys, require_valid: bool = True
 ) -> Header:
     """Certified header + inclusion (+ the tx took effect when ``require_valid``)."""
     hdr = verify_certified_header(proof.header, proof.certificate, validators=validators)
@@ -136,16 +119,19 @@ def verify_model_finalisation(
     session_id: str | None = None,
 ) -> FinalisedModel:
     """Prove a model version was finalised on ``chain_id``; raises on any failure."""
-    proof = ProofBundle(
-        chain_id=chain_id,
-        height=height,
-        header=header,
-        certificate=tuple(certificate),
-        tx=tx,
-        leaf_index=leaf_index,
-        tree_size=tree_size,
-        audit_path=tuple(audit_path),
-    )
+    try:
+        proof = LedgerProof(
+            chain_id=chain_id,
+            height=height,
+            header=header,
+            certificate=tuple(certificate),
+            tx=tx,
+            leaf_index=leaf_index,
+            tree_size=tree_size,
+            audit_path=tuple(audit_path),
+        )
+    except ProtocolError as exc:
+        raise InvalidTransaction(f"the proof is malformed: {exc}") from exc
     hdr = verify_proof(proof, validators=validators, require_valid=True)
     t = decode_tx(tx, chain_id=chain_id)
     if t.kind != "model_finalise":
