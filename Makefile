@@ -1,7 +1,7 @@
 # iiot-splitfed — developer and operator entry points.
 #   make demo    one-machine stack: broker, ledgers, gateways, server, agents on simulated Modbus devices
 #   make test    the test suite (runs `setup` first when needed)
-#   make lint    ruff + mypy --strict on the packages
+#   make lint    ruff + mypy --strict on the packages + the import contract (setup.cfg [importlinter])
 #   make bench   speed, memory and soak runs; results in bench/results/
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -36,6 +36,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check protocol
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench: setup
 	$(PY) -m bench

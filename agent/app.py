@@ -41,7 +41,6 @@ import numpy as np
 from agent.config import AgentConfig
 from agent.model_sync import ModelGate
 from agent.mqtt import PahoPublisher
-from agent.notify import SystemdNotifier
 from agent.outbox import Outbox
 from agent.pending import Pending, PendingBatches
 from agent.privacy.accountant import Accountant
@@ -65,6 +64,7 @@ from protocol.messages import (
     open_sealed,
     seal,
 )
+from service.notify import SystemdNotifier
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class AgentApp:
         validators: dict[str, str] | None = None
         chain_id: str | None = None
         if model.genesis is not None:
-            from ledger_node.genesis import load_genesis
+            from protocol.ledger.genesis import load_genesis
 
             genesis = load_genesis(model.genesis)
             chain_id = genesis.chain_id

@@ -9,6 +9,8 @@ import sys
 
 import click
 
+from service.cli import run_click
+
 
 @click.group(name="splitfed-agent", context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
@@ -17,16 +19,7 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
-    try:
-        cli.main(args=argv, prog_name="splitfed-agent", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        return int(exc.exit_code)
-    except click.exceptions.Abort:
-        return 1
-    return 0
+    return run_click(cli, argv, prog_name="splitfed-agent")
 
 
 if __name__ == "__main__":

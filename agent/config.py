@@ -31,6 +31,7 @@ from agent.mqtt import MqttConfig
 from agent.sensors.config import SensorsConfig, parse_sensors_config
 from protocol.errors import ConfigError, SplitfedError
 from protocol.topics import validate_id
+from service.mqtt import TABLE_KEYS as MQTT_TABLE_KEYS
 
 __all__ = ["AgentConfig", "DeviceSection", "ModelSection", "PrivacySection", "SpoolSection",
            "TrainingSection", "load_config", "parse_config"]
@@ -198,10 +199,10 @@ def _device(t: Mapping[str, Any], p: _Problems, base: Path) -> DeviceSection | N
 
 def _mqtt(t: Mapping[str, Any], dev: DeviceSection | None, p: _Problems,
           base: Path) -> MqttConfig | None:
-    # TLS keys are named as in the gateway and server configs (ca_file, cert_file, key_file)
-    tls_keys = {"ca_file": "ca_certs", "cert_file": "certfile", "key_file": "keyfile"}
-    known = {"host", "port", "client_id", "username", "password_file", "keepalive",
-             "session_expiry", "max_inflight", "sparkplug", *tls_keys}
+    # the shared [mqtt] keys (service.mqtt.TABLE_KEYS, as in the gateway and server configs)
+    # plus the agent's own
+    files = ("password_file", "ca_file", "cert_file", "key_file")
+    known = {*MQTT_TABLE_KEYS, "max_inflight", "sparkplug"}
     p.unknown(t, "mqtt", known)
     kw: dict[str, Any] = {}
     kw["host"] = p.take(t, "host", "mqtt", (str,))
@@ -211,13 +212,12 @@ def _mqtt(t: Mapping[str, Any], dev: DeviceSection | None, p: _Problems,
     for key in ("client_id", "username"):
         kw[key] = p.take(t, key, "mqtt", (str,), None)
     kw["sparkplug"] = bool(p.take(t, "sparkplug", "mqtt", (bool,), False))
-    kw["password_file"] = _path(p.take(t, "password_file", "mqtt", (str,), None), base)
-    for key, field_name in tls_keys.items():
-        kw[field_name] = _path(p.take(t, key, "mqtt", (str,), None), base)
+    for key in files:
+        kw[key] = _path(p.take(t, key, "mqtt", (str,), None), base)
     # read at each connect: a missing file would only show up as a failed connection later
-    for key, field_name in (("password_file", "password_file"), *tls_keys.items()):
-        if kw[field_name] is not None and not kw[field_name].is_file():
-            p.items.append(f"mqtt.{key}: {kw[field_name]} does not exist")
+    for key in files:
+        if kw[key] is not None and not kw[key].is_file():
+            p.items.append(f"mqtt.{key}: {kw[key]} does not exist")
     if dev is None or kw["host"] is None:
         return None
     try:

@@ -108,7 +108,7 @@ def keys_show(state_dir: Path) -> None:
 def provision(state_dir: Path, org: str, device: str, out: Path,
               capabilities: tuple[str, ...]) -> None:
     """Write a registration request signed by the device key, for the org admin."""
-    from ledger_node.registration import make_registration_request
+    from protocol.ledger.registration import make_registration_request
 
     try:
         validate_id(org, what="org")

@@ -13,7 +13,7 @@ The device loads it only if all of these hold:
    exactly that session, version, weights hash and artifact hash, included in
    a block whose header carries signatures of >= 2f+1 of the validator
    organisations listed in the genesis file the device was provisioned with
-   (:func:`ledger_node.lightclient.verify_model_finalisation`).
+   (:func:`protocol.ledger.lightclient.verify_model_finalisation`).
 
 So a compromised gateway or broker can withhold updates but cannot make a
 device load weights the validator quorum did not finalise. Not covered: a
@@ -31,8 +31,8 @@ from collections.abc import Mapping
 import nacl.signing
 import numpy as np
 
-from ledger_node.lightclient import verify_model_finalisation
 from protocol.errors import ModelError, SplitfedError
+from protocol.ledger.lightclient import verify_model_finalisation
 from protocol.messages import ModelAnnouncement
 
 __all__ = ["ModelGate", "ModelRejectedError"]

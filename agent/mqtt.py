@@ -7,8 +7,9 @@ sessions back to back:
 
 1. bdSeq := spool meta ``bd_seq`` + 1 (persisted before connecting).  A new
    paho client is built with the Last Will = death certificate
-   (``DeviceState(online=False, bd_seq)``, retained, QoS 1), TLS and
-   username/password read from files, then ``connect(clean_start=False)``
+   (``DeviceState(online=False, bd_seq)``, retained, QoS 1) by the shared
+   factory :func:`service.mqtt.make_client` (TLS and username/password read
+   from files, TCP_NODELAY, the TLS fd fix), then ``connect(clean_start=False)``
    with a Session Expiry Interval, so the broker keeps our subscriptions and
    queued ``down`` messages while we are away (persistent session).
 2. On a successful CONNACK: subscribe to ``down`` and the org ``model``
@@ -27,8 +28,8 @@ sessions back to back:
    session re-sends from the oldest remaining row, in the original order
    (the broker may therefore see duplicates: receivers de-duplicate by the
    envelope sequence number - at-least-once delivery, exactly-once effect).
-5. Between sessions: exponential backoff with full jitter in
-   [backoff/2, backoff], reset after a session that reached CONNACK.
+5. Between sessions: :class:`service.mqtt.Backoff`, exponential with full
+   jitter in [backoff/2, backoff], reset after a session that reached CONNACK.
 
 Every paho callback is wrapped: an exception is logged and counted in
 ``stats.callback_errors`` and never propagates into paho's loop.  A
@@ -44,9 +45,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
-import random
-import socket
 import ssl
 import threading
 import time
@@ -56,15 +54,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from paho.mqtt.enums import MQTTErrorCode
 
 from agent.sparkplug import SparkplugSession, SparkplugTopics, bd_seq_of, is_rebirth
 from agent.spool import Spool
 from protocol import topics
 from protocol.control import DeviceState
 from protocol.errors import ConfigError, SpoolError, TopicError, TransportError
+from service.mqtt import MqttSettings, connect_properties, make_client
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +81,9 @@ class MqttConfig:
     client_id: str | None = None
     username: str | None = None
     password_file: Path | None = None
-    ca_certs: Path | None = None
-    certfile: Path | None = None
-    keyfile: Path | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
     keepalive: int = 30
     session_expiry: int = 7 * 24 * 3600
     max_inflight: int = 20
@@ -99,28 +96,27 @@ class MqttConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        if not self.host:
-            problems.append("host is empty")
-        if not 0 < self.port < 65536:
-            problems.append(f"port {self.port} out of range")
+        try:
+            self.link_settings()  # the broker rules every role shares
+        except ConfigError as exc:
+            problems.extend(exc.problems)
         try:
             topics.state(self.org, self.device)
         except TopicError as exc:
             problems.append(str(exc))
-        if self.password_file is not None and self.username is None:
-            problems.append("password_file needs username")
-        if (self.certfile is None) != (self.keyfile is None):
-            problems.append("certfile and keyfile go together")
-        if self.certfile is not None and self.ca_certs is None:
-            problems.append("a client certificate needs ca_certs (TLS)")
         if not 1 <= self.max_inflight <= 65535:
-            problems.append("max_inflight must be in 1..65535")
-        if self.keepalive < 5 or self.session_expiry < 0:
-            problems.append("keepalive must be >= 5 s and session_expiry >= 0")
-        if not 0 < self.backoff_initial <= self.backoff_max:
-            problems.append("need 0 < backoff_initial <= backoff_max")
+            problems.append("mqtt.max_inflight must be in 1..65535")
         if problems:
             raise ConfigError(problems)
+
+    def link_settings(self) -> MqttSettings:
+        """The shared broker settings of this device's client (:mod:`service.mqtt`)."""
+        return MqttSettings(
+            host=self.host, port=self.port, client_id=self.effective_client_id,
+            username=self.username, password_file=self.password_file, ca_file=self.ca_file,
+            cert_file=self.cert_file, key_file=self.key_file, keepalive=self.keepalive,
+            session_expiry=self.session_expiry, backoff_initial=self.backoff_initial,
+            backoff_max=self.backoff_max)
 
     @property
     def effective_client_id(self) -> str:
@@ -138,30 +134,6 @@ class PublisherStats:
     callback_errors: int = 0
     loop_restarts: int = 0
     last_error: str | None = None
-
-
-class _PahoClient(paho.Client):
-    """paho's Client with one fix: a failed TLS handshake closes its socket.
-
-    paho-mqtt 2.2 ``_ssl_wrap_socket`` leaves the wrapped socket open when
-    ``do_handshake()`` raises (e.g. untrusted server certificate), leaking one
-    file descriptor per reconnect attempt.  With ``check_hostname`` on (what
-    ``tls_set`` configures) we do the same wrap and close on failure.
-    """
-
-    def _ssl_wrap_socket(self, tcp_sock: socket.socket) -> ssl.SSLSocket:
-        ctx = self._ssl_context
-        if ctx is None or not ctx.check_hostname:
-            return super()._ssl_wrap_socket(tcp_sock)
-        ssl_sock = ctx.wrap_socket(tcp_sock, server_hostname=self._host,
-                                   do_handshake_on_connect=False)
-        try:
-            ssl_sock.settimeout(self._connect_timeout)
-            ssl_sock.do_handshake()
-        except BaseException:
-            ssl_sock.close()
-            raise
-        return ssl_sock
 
 
 class PahoPublisher:
@@ -182,7 +154,8 @@ class PahoPublisher:
         self._lock = threading.Lock()
         self._net: threading.Thread | None = None
         self._sup: threading.Thread | None = None
-        self._rng = random.Random()  # jitter only; not security relevant  # noqa: S311
+        self._settings = config.link_settings()
+        self._backoff = self._settings.backoff
         # per-session state, only touched by the network thread
         self._inflight: dict[int, int] = {}
         self._acked: list[int] = []
@@ -270,9 +243,7 @@ class PahoPublisher:
             failures = 0 if self._connack_ok else failures + 1
             if self._closing.is_set():
                 break
-            base = min(self.config.backoff_max,
-                       self.config.backoff_initial * math.pow(2.0, min(failures, 30)))
-            self._closing.wait(self._rng.uniform(base / 2, base))
+            self._closing.wait(self._backoff.delay(failures))
 
     # -- one session ---------------------------------------------------------------------------
     def _run_session(self) -> None:
@@ -283,8 +254,7 @@ class PahoPublisher:
         client = self._make_client()
         self._client = client
         try:
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = cfg.session_expiry
+            props = connect_properties(self._settings)
             try:
                 rc = client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive,
                                     clean_start=False, properties=props)
@@ -318,10 +288,8 @@ class PahoPublisher:
 
     def _make_client(self) -> paho.Client:
         cfg = self.config
-        client = _PahoClient(CallbackAPIVersion.VERSION2, client_id=cfg.effective_client_id,
-                             protocol=paho.MQTTv5)
+        client = make_client(self._settings)  # credentials, TLS, TCP_NODELAY; TransportError
         client.max_inflight_messages_set(max(cfg.max_inflight, 20))
-        client.max_queued_messages_set(0)
         self._spb = None
         if cfg.sparkplug:
             # MQTT has one will per connection: with Sparkplug on it is the NDEATH (the JSON
@@ -334,24 +302,11 @@ class PahoPublisher:
         else:
             client.will_set(topics.state(cfg.org, cfg.device),
                             self._state_payload(online=False), qos=1, retain=True)
-        try:
-            if cfg.username is not None:
-                password = None
-                if cfg.password_file is not None:
-                    password = Path(cfg.password_file).read_text().rstrip("\r\n")
-                client.username_pw_set(cfg.username, password)
-            if cfg.ca_certs is not None:
-                client.tls_set(ca_certs=str(cfg.ca_certs),
-                               certfile=None if cfg.certfile is None else str(cfg.certfile),
-                               keyfile=None if cfg.keyfile is None else str(cfg.keyfile))
-        except (OSError, ssl.SSLError, ValueError) as exc:
-            raise TransportError(f"cannot load MQTT credentials/TLS files: {exc}") from exc
         client.on_connect = self._guard(self._on_connect)
         client.on_disconnect = self._guard(self._on_disconnect)
         client.on_publish = self._guard(self._on_publish)
         client.on_message = self._guard(self._on_message)
         client.on_subscribe = self._guard(self._on_subscribe)
-        client.on_socket_open = self._guard(tcp_no_delay)
         return client
 
     def _state_payload(self, *, online: bool) -> bytes:
@@ -468,13 +423,6 @@ class PahoPublisher:
             return
         if self._on_message_cb is not None:
             self._on_message_cb(message.topic, bytes(message.payload))
-
-
-def tcp_no_delay(_client: paho.Client, _userdata: Any, sock: Any) -> None:
-    """Disable Nagle on every new broker socket (also after reconnects): small QoS 1
-    messages otherwise wait ~40-90 ms for delayed ACKs (bench/results/server.md)."""
-    with contextlib.suppress(OSError, AttributeError):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _check_rc(rc: MQTTErrorCode | int, what: str) -> None:

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from protocol.errors import SpoolError
+from service.files import open_sqlite
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +83,8 @@ class Spool:
         self.max_messages, self.max_bytes, self.overflow = max_messages, max_bytes, overflow
         self._lock = threading.Lock()
         try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
+            self._db = open_sqlite(self.path, _SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
             raise SpoolError(f"cannot open spool {self.path}: {exc}") from exc
 
     # -- producing ------------------------------------------------------------------

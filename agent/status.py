@@ -12,14 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from protocol.errors import SplitfedError
+from service.files import atomic_write
 
 __all__ = ["read_status", "write_status"]
 
 
 def write_status(path: Path, status: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(status, sort_keys=True, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    text = json.dumps(status, sort_keys=True, indent=1) + "\n"
+    # rewritten every few seconds and only the newest matters: atomic, not fsynced
+    atomic_write(path, text.encode("utf-8"), mode=0o644, durable=False)
 
 
 def read_status(path: Path) -> dict[str, Any]:

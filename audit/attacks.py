@@ -50,9 +50,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from agent.privacy.mechanisms import clip_rows
 from audit.errors import AuditInputError
 from audit.metrics import auc, distance_correlation, dtw, macro_auc, nmse, tpr_at_fpr
+from models.clip import clip_rows
 
 __all__ = ["ReconstructionResult", "RowDecoder", "gradient_direction_scores",
            "gradient_norm_scores", "label_aucs", "label_posterior", "lira_scores",

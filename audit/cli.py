@@ -156,7 +156,7 @@ def score_cmd(plan_file: Path, capture_dir: Path, device: str, org: str, pubkey:
         cap = load_capture(capture_dir, device=device, verify_key=vk)
         ledger_eps = None
         if ledger_url is not None:
-            from ledger_node.client import LedgerClient
+            from service.ledger_client import LedgerClient
             ledger_eps = LedgerClient(ledger_url).device_spend(session_id, f"{org}/{device}")
         if reported_epsilon is None:
             reported_epsilon = max(cap.reported_epsilon, ledger_eps or 0.0)
@@ -276,8 +276,8 @@ def record_cmd(report: Path, url: str, key_file: Path, submitter: str, chain_id:
                wait_s: float) -> None:
     """Record a report's sha256 on the ledger (an audit_report tx)."""
     from audit.report import audit_report_tx_body, load_report
-    from ledger_node.client import LedgerClient
-    from ledger_node.tx import make_tx
+    from protocol.ledger.tx import make_tx
+    from service.ledger_client import LedgerClient
 
     key = _load_key(key_file)
     try:

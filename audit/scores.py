@@ -25,10 +25,10 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from agent.privacy.mechanisms import clip_rows
 from audit.canaries import CanaryPlan
 from audit.capture import DeviceCapture
 from audit.errors import AuditError
+from models.clip import clip_rows
 from models.runtime import ClientRuntime, ServerRuntime
 
 __all__ = ["canary_rows", "forward_all", "loss_scores", "losses", "row_distance_scores",

@@ -33,14 +33,14 @@ import nacl.signing
 from bench.common import peak_rss_mib, time_per_call, write_results
 from deploy.etcd import EtcdCluster
 from ledger_node.api import LedgerApi
-from ledger_node.client import LedgerClient
 from ledger_node.errors import LedgerError
-from ledger_node.genesis import load_genesis, write_genesis_with_keys
 from ledger_node.node import LedgerNode
-from ledger_node.registration import make_registration_request
 from ledger_node.solo import SoloOrderer
-from ledger_node.tx import decode_tx, make_tx
 from protocol.keys import load_signing_key
+from protocol.ledger.genesis import load_genesis, write_genesis_with_keys
+from protocol.ledger.registration import make_registration_request
+from protocol.ledger.tx import decode_tx, make_tx
+from service.ledger_client import LedgerClient
 
 REPO = Path(__file__).resolve().parent.parent
 ORGS = ("org1", "org2", "org3")

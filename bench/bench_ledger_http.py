@@ -51,14 +51,14 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import nacl.signing
 
 from bench.common import peak_rss_mib, write_results
-from ledger_node.client import LedgerClient
 from ledger_node.errors import LedgerError
-from ledger_node.genesis import load_genesis, write_genesis_with_keys
 from ledger_node.node import LedgerNode
-from ledger_node.registration import make_registration_request
-from ledger_node.retry import DEFAULT_RETRY, NO_RETRY, RetryPolicy
-from ledger_node.tx import make_tx
 from protocol.keys import load_signing_key
+from protocol.ledger.genesis import load_genesis, write_genesis_with_keys
+from protocol.ledger.registration import make_registration_request
+from protocol.ledger.tx import make_tx
+from service.ledger_client import LedgerClient
+from service.retry import DEFAULT_RETRY, NO_RETRY, RetryPolicy
 
 REPO = Path(__file__).resolve().parent.parent
 CLIENTS = 200

@@ -50,19 +50,17 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.common import write_results
 from deploy.broker import MosquittoBroker, free_port
-from gateway.mqtt_io import MqttSettings, PahoLink
 from ledger_node.api import LedgerApi
-from ledger_node.client import LedgerClient
-from ledger_node.genesis import Genesis, OrgSpec
 from ledger_node.node import LedgerNode
-from ledger_node.registration import make_registration_request
 from ledger_node.solo import SoloOrderer
-from ledger_node.tx import make_tx
 from models.data import WindowConfig, default_data_dir, load_windows
 from models.manifest import Manifest, list_artifacts
 from models.runtime import ClientRuntime
 from protocol import topics
 from protocol.keys import public_key_hex, save_signing_key
+from protocol.ledger.genesis import Genesis, OrgSpec
+from protocol.ledger.registration import make_registration_request
+from protocol.ledger.tx import make_tx
 from protocol.messages import (
     ActivationBatch,
     DeviceState,
@@ -72,6 +70,9 @@ from protocol.messages import (
     seal,
 )
 from server.cli import main as server_main
+from service.ledger_client import LedgerClient
+from service.link import PahoLink
+from service.mqtt import MqttSettings
 
 ORGS = ("org1", "org2")
 NS = tuple(int(n) for n in os.environ.get("BENCH_SERVER_NS", "4,16,64").split(","))
@@ -481,7 +482,7 @@ def _table(results: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def main() -> None:
-    logging.getLogger("gateway.mqtt_io").setLevel(logging.ERROR)  # 64 "disconnected" lines
+    logging.getLogger("service.link").setLevel(logging.ERROR)  # 64 "disconnected" lines
     if shutil.which("mosquitto") is None:
         raise RuntimeError("mosquitto is not installed")
     m = _manifest()

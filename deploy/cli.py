@@ -17,6 +17,7 @@ import click
 from protocol.errors import BadSignature, KeyFileError, ProtocolError
 from protocol.keys import verify_key_from_hex
 from protocol.summary import summarize_envelope
+from service.cli import run_click
 
 EXIT_MALFORMED = 3
 EXIT_BAD_SIGNATURE = 4
@@ -93,16 +94,7 @@ cli.add_command(audit_group)
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
-    try:
-        cli.main(args=argv, prog_name="splitfed", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        return int(exc.exit_code)
-    except click.exceptions.Abort:
-        return 1
-    return 0
+    return run_click(cli, argv, prog_name="splitfed")
 
 
 if __name__ == "__main__":

@@ -29,31 +29,30 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.config import GatewayConfig
-from gateway.core import Action, Announce, ForwardRef, GatewayCore, Publish, SubmitRecord
-from gateway.evaluate import HeldOutEvaluator, evaluation_clip
+from gateway.core import Action, Announce, GatewayCore, SubmitRecord
 from gateway.journal import SqliteJournal
-from gateway.ledger_io import (
-    LedgerRegistry,
-    find_manifest,
-    policy_from_session,
-    proof_for,
-    submit_record,
-)
-from gateway.metrics import MetricsRegistry
-from gateway.metrics_http import MetricsServer
-from gateway.mqtt_io import Inbound, PahoLink
+from gateway.ledger_io import policy_from_session, submit_record
 from gateway.ratelimit import LogLimiter
-from gateway.registry import CachedRegistry
 from gateway.validator import VoteOutcome, VoteTracker
 from gateway.verify import AdmissionPipeline
-from ledger_node.client import LedgerClient
-from ledger_node.tx import decode_tx, make_tx
+from models.evaluate import HeldOutEvaluator, evaluation_clip
+from models.manifest import find_manifest
 from protocol import topics
+from protocol.effects import ForwardRef, Publish
+from protocol.endorse import gateway_kid
 from protocol.errors import LedgerError, SplitfedError
 from protocol.keys import load_signing_key, verify_key_from_hex
+from protocol.ledger.tx import decode_tx, make_tx
 from protocol.messages import ModelAnnouncement, seal, weights_digest
 from protocol.replay import ReplayGuard
-from server.proposals import vote_decision
+from protocol.vote import vote_decision
+from service.ledger import LedgerRegistry
+from service.ledger_client import LedgerClient
+from service.link import Inbound, PahoLink
+from service.metrics import MetricsRegistry
+from service.metrics_http import MetricsServer
+from service.notify import SystemdNotifier, Watchdog
+from service.registry import CachedRegistry
 
 __all__ = ["GatewayApp"]
 
@@ -66,6 +65,8 @@ class GatewayApp:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self._stop = threading.Event()
+        self.notifier = SystemdNotifier()  # READY by service.lifecycle.serve; a no-op off systemd
+        self._watchdog = Watchdog(self.notifier)
         self._key = load_signing_key(config.signing_key)
         self.ledger = LedgerClient(config.ledger_url)
         server_hex = config.server_pubkey or self._server_key_from_ledger()
@@ -258,7 +259,7 @@ class GatewayApp:
                 if rec.version == version and rec.weights_sha256 == ann.weights_sha256:
                     if self.ledger.certified_height() < rec.height:
                         continue  # devices need the finality certificate: wait for it
-                    proof = proof_for(self.ledger, rec.txid)
+                    proof = self.ledger.proof(rec.txid)
                     final = ModelAnnouncement(
                         session=ann.session,
                         version=ann.version,
@@ -272,7 +273,7 @@ class GatewayApp:
                     )
                     self.link.publish(
                         topics.model(self.config.org),
-                        seal(final, signing_key=self._key, kid=f"{self.config.org}.gateway"),
+                        seal(final, signing_key=self._key, kid=gateway_kid(self.config.org)),
                         retain=True,
                     )
                     log.info("published finalised model version %d", version)
@@ -399,6 +400,7 @@ class GatewayApp:
         next_poll = 0.0
         while not self._stop.is_set():
             now = time.monotonic()
+            self._watchdog.tick(now)
             if now >= next_poll:
                 self._poll_ledger()
                 self._flush()

@@ -8,14 +8,14 @@ configuration error (every problem listed).
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 from pathlib import Path
-from types import FrameType
 
 import click
 
 from protocol.errors import ConfigError, SplitfedError
+from service.cli import run_click
+from service.lifecycle import serve
 
 
 @click.group(name="splitfed-gateway", context_settings={"help_option_names": ["-h", "--help"]})
@@ -59,35 +59,12 @@ def run(config_path: Path, log_level: str, check: bool) -> None:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(1) from exc
 
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        app.stop()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    try:
-        app.start()
-        app.run()
-    except SplitfedError as exc:
-        click.echo(f"error: {exc}", err=True)
-        raise SystemExit(1) from exc
-    finally:
-        app.close()
+    serve(app)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
-    try:
-        cli.main(args=argv, prog_name="splitfed-gateway", standalone_mode=False)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        return 2
-    except click.exceptions.Abort:
-        return 1
-    return 0
+    return run_click(cli, argv, prog_name="splitfed-gateway", click_error_code=2)
 
 
 if __name__ == "__main__":

@@ -44,10 +44,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.mqtt_io import MqttSettings
 from protocol import envelope
 from protocol.errors import ConfigError, TopicError
 from protocol.topics import validate_id
+from service.mqtt import TABLE_KEYS as MQTT_KEYS
+from service.mqtt import MqttSettings, settings_from_table
 
 __all__ = ["GatewayConfig", "ValidatorSettings", "load_config", "parse_config"]
 
@@ -64,18 +65,7 @@ _SECTIONS = {
         "log_interval_s",
     },
     "ledger": {"url", "chain_id", "poll_interval_s"},
-    "mqtt": {
-        "host",
-        "port",
-        "client_id",
-        "username",
-        "password_file",
-        "ca_file",
-        "cert_file",
-        "key_file",
-        "keepalive",
-        "session_expiry",
-    },
+    "mqtt": set(MQTT_KEYS),
     "metrics": {"listen"},
     "validator": {"signing_key", "data_dir", "max_drop", "min_accuracy", "max_windows"},
 }
@@ -207,20 +197,7 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) 
             metrics_host, metrics_port = host, int(port)
     mqtt: MqttSettings | None = None
     try:
-        paths = {
-            k: Path(mq[k])
-            for k in ("password_file", "ca_file", "cert_file", "key_file")
-            if isinstance(mq.get(k), str)
-        }
-        mqtt = MqttSettings(
-            host=str(mq.get("host", "127.0.0.1")),
-            port=num(mq, "mqtt", "port", 1883, int),
-            client_id=str(mq.get("client_id", f"splitfed-gateway-{org}")),
-            username=mq.get("username"),
-            keepalive=num(mq, "mqtt", "keepalive", 30, int),
-            session_expiry=num(mq, "mqtt", "session_expiry", 3600, int),
-            **paths,
-        )
+        mqtt = settings_from_table(mq, client_id=f"splitfed-gateway-{org}")
     except ConfigError as exc:
         problems.extend(exc.problems)
     validator: ValidatorSettings | None = None

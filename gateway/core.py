@@ -59,14 +59,15 @@ from typing import Any, Protocol
 import nacl.signing
 import numpy as np
 
-from gateway.endorse import endorse, gateway_kid
-from gateway.errors import AggregationError, RoundStateError
-from gateway.metrics import MetricsRegistry
+from gateway.errors import RoundStateError
 from gateway.policy import SessionPolicy
 from gateway.ratelimit import LogLimiter
 from gateway.rounds import GatewayRound, Phase, RoundJournal
 from gateway.verify import Accepted, AdmissionPipeline, Duplicate, Rejected
+from models.fedavg import AggregationError
 from protocol import topics
+from protocol.effects import ForwardRef, Publish
+from protocol.endorse import SERVER_KID, endorse, gateway_kid
 from protocol.envelope import MAX_MQTT_PAYLOAD
 from protocol.errors import ProtocolError, SplitfedError
 from protocol.messages import (
@@ -79,19 +80,17 @@ from protocol.messages import (
     seal,
     unseal,
 )
+from service.metrics import MetricsRegistry
 
 __all__ = [
     "Action",
     "Announce",
     "CounterStore",
-    "ForwardRef",
     "GatewayCore",
-    "Publish",
     "SubmitRecord",
 ]
 
 log = logging.getLogger(__name__)
-SERVER_KID = "server"
 M_ACCEPTED = "accepted"
 M_REJECTED = "rejected"
 M_DUPLICATE = "duplicates"
@@ -108,26 +107,7 @@ class CounterStore(Protocol):
     def load_counters(self) -> dict[tuple[str, str], float]: ...
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ForwardRef:
-    """Which journaled message a forward carries (reported back when acknowledged)."""
-
-    session: str
-    round_no: int
-    device: str
-    seq: int
 M_DEVICE_EPSILON = "splitfed_device_epsilon_spent"  # the one per-device series
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Publish:
-    """Publish ``payload`` on ``topic``."""
-
-    topic: str
-    payload: bytes
-    qos: int = 1
-    retain: bool = False
-    forward_of: ForwardRef | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -3,9 +3,9 @@
 ::
 
     SplitfedError
-    └── GatewayError                  gateway logic refused an operation
-        ├── AggregationError          FedAvg inputs inconsistent (shape, count, NaN)
-        └── RoundStateError           operation not valid in the round's current state
+    ├── GatewayError                  gateway logic refused an operation
+    │   └── RoundStateError           operation not valid in the round's current state
+    └── AggregationError              FedAvg inputs inconsistent (models.fedavg)
 
 Rejections of device messages are *not* exceptions: the admission pipeline
 returns a :class:`gateway.verify.Rejected` value, counts it and goes on.
@@ -18,10 +18,6 @@ from protocol.errors import SplitfedError
 
 class GatewayError(SplitfedError):
     """The gateway refused an operation (not a device message: those are counted)."""
-
-
-class AggregationError(GatewayError):
-    """Weights to average disagree in count or shape, are non-finite, or have no samples."""
 
 
 class RoundStateError(GatewayError):

@@ -31,6 +31,7 @@ import numpy as np
 
 from gateway.rounds import JournalEntry
 from protocol.errors import SpoolError
+from service.files import open_sqlite
 
 __all__ = ["SqliteJournal"]
 
@@ -72,11 +73,7 @@ class SqliteJournal:
         self.path = Path(path)
         self._lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
+            self._db = open_sqlite(self.path, _SCHEMA, create_parent=True)
             cols = {r[1] for r in self._db.execute("PRAGMA table_info(journal)")}
             if "data" not in cols:
                 self._db.execute("ALTER TABLE journal ADD COLUMN data BLOB")

@@ -1,6 +1,6 @@
 """Ledger adapters for the gateway: registry, session policy, records, proofs.
 
-Wraps :class:`ledger_node.client.LedgerClient` (loopback HTTP) behind the
+Wraps :class:`service.ledger_client.LedgerClient` (loopback HTTP) behind the
 gateway's roles. Ledger failures stay :class:`protocol.errors.LedgerError`;
 the admission pipeline turns them into a counted ``registry_unavailable``
 rejection, the app retries submissions on the next poll.
@@ -10,54 +10,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import nacl.signing
 
-from gateway.endorse import gateway_identity
 from gateway.policy import ModelSpec, SessionPolicy
-from gateway.registry import DeviceInfo
-from ledger_node.client import LedgerClient, SessionRecord
-from ledger_node.tx import make_tx
-from models.manifest import Manifest, list_artifacts, load_manifest
-from protocol.errors import ConfigError, LedgerError
-from protocol.messages import LedgerProof
+from models.manifest import Manifest
+from protocol.endorse import gateway_identity
+from protocol.ledger.tx import make_tx
+from service.ledger_client import LedgerClient, SessionRecord
 
-__all__ = ["LedgerRegistry", "find_manifest", "policy_from_session", "proof_for", "submit_record"]
+__all__ = ["policy_from_session", "submit_record"]
 
 log = logging.getLogger(__name__)
-
-
-class LedgerRegistry:
-    """:class:`gateway.registry.DeviceRegistry` backed by the ledger node's state."""
-
-    def __init__(self, client: LedgerClient) -> None:
-        self._client = client
-
-    def lookup(self, org: str, device: str) -> DeviceInfo | None:
-        rec = self._client.device(org, device)
-        if rec is None:
-            return None
-        return DeviceInfo(
-            org=rec.org, device=rec.device, pubkey_hex=rec.pubkey_hex, revoked=rec.revoked
-        )
-
-
-def find_manifest(client_sha256: str, configured: Path | None) -> Manifest:
-    """The manifest of the session's client half (configured path or the model zoo)."""
-    if configured is not None:
-        m = load_manifest(configured)
-        if m.client_sha256 != client_sha256:
-            raise ConfigError(
-                f"manifest {configured} is for client {m.client_sha256[:12]}, "
-                f"the session uses {client_sha256[:12]}"
-            )
-        return m
-    for m in list_artifacts():
-        if m.client_sha256 == client_sha256:
-            return m
-    raise ConfigError(f"no model artifact with client sha256 {client_sha256[:12]} is installed")
 
 
 def policy_from_session(s: SessionRecord, m: Manifest) -> SessionPolicy:
@@ -123,21 +88,3 @@ def submit_record(
         chain_id=chain_id,
     )
     return client.submit(tx)
-
-
-def proof_for(client: LedgerClient, txid: str) -> LedgerProof:
-    """The inclusion proof of ``txid`` as a protocol :class:`LedgerProof`."""
-    p = client.proof(txid)
-    try:
-        return LedgerProof(
-            chain_id=p.chain_id,
-            height=p.height,
-            header=p.header,
-            certificate=p.certificate,
-            tx=p.tx,
-            leaf_index=p.leaf_index,
-            tree_size=p.tree_size,
-            audit_path=p.audit_path,
-        )
-    except ValueError as exc:
-        raise LedgerError(f"ledger returned an unusable proof: {exc}") from exc

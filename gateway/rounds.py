@@ -46,7 +46,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from gateway.errors import RoundStateError
-from gateway.fedavg import WeightedUpdate, fedavg
+from models.fedavg import WeightedUpdate, fedavg
 from protocol.merkle import leaf_hash, root_from_hashes
 
 __all__ = [

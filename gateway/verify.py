@@ -2,29 +2,32 @@
 
 Theory of operation. :meth:`AdmissionPipeline.admit` takes the raw bytes and
 the topic of one message and runs the checks in this fixed order, stopping
-at the first failure:
+at the first failure; steps 1 and 3-5 are the shared
+:func:`protocol.admit.admit` (the server opens envelopes the same way):
 
 1. size limit (before any parsing);
 2. topic: ``splitfed/v1/{our org}/{device}/up``;
-3. decode: COSE structure, payload schema, tensor limits, finiteness;
+3. header only: COSE structure, kid, content type (an activation batch or
+   client weights);
 4. signature: the ``kid`` must be a device registered for our org (ledger
-   state, cached per block) and the signature must verify with its key;
-5. the device is not revoked;
-6. the topic's device id and the message's device field equal the ``kid``
+   state, cached per block) and the signature must verify with its key -
+   before any tensor is decoded;
+5. decode: payload schema, tensor limits, finiteness;
+6. the device is not revoked;
+7. the topic's device id and the message's device field equal the ``kid``
    (a registered key cannot publish under another device's id);
-7. replay window per device, *checked but not yet marked*: a stale
+8. replay window per device, *checked but not yet marked*: a stale
    sequence number is rejected (``replay``), one more than
    :data:`protocol.replay.MAX_SEQ_JUMP` above the device's highest is
    rejected (``seq_jump``); an exact duplicate (QoS 1 redelivery) yields
    :class:`Duplicate`, which is neither forwarded again nor counted as an
    attack;
-8. session, round and model hash of the current round (the round is not
+9. session, round and model hash of the current round (the round is not
    checked for unlabelled windows: split inference runs between rounds
-   too); tensor shapes and label range for that model;
-9. DP parameters at least as strong as the session policy; declared epsilon
-   within the budget;
+   too); tensor shapes and label range for that model; DP parameters at
+   least as strong as the session policy; declared epsilon within the budget;
 10. only now the sequence number is marked in the replay window. A signed
-    message that fails 8 or 9 leaves the window as it was, so it cannot
+    message that fails 9 leaves the window as it was, so it cannot
     turn the device's later genuine messages into "replays".
 
 The result is a value, never an exception: :class:`Accepted`,
@@ -44,23 +47,17 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-import nacl.exceptions
-import numpy as np
+import nacl.signing
 
 from gateway.policy import SessionPolicy
-from gateway.registry import CachedRegistry
 from protocol import envelope as env_mod
 from protocol import topics
-from protocol.errors import (
-    LedgerError,
-    LimitExceeded,
-    ProtocolError,
-    ReplayError,
-    SeqJumpError,
-)
-from protocol.messages import ActivationBatch, ClientWeights, decode_any
+from protocol.admit import Refused, admit
+from protocol.errors import LedgerError, ProtocolError, ReplayError, SeqJumpError
+from protocol.messages import ActivationBatch, ClientWeights
 from protocol.replay import MAX_SEQ_JUMP, ReplayGuard, Verdict
 from protocol.tensor import TensorLimits
+from service.registry import CachedRegistry
 
 __all__ = [
     "Accepted",
@@ -165,57 +162,77 @@ class AdmissionPipeline:
             return Rejected(reason=RejectReason.BAD_TOPIC, device=None, detail=str(exc))
         if t.kind != "up" or t.org != self.org or t.device is None:
             return Rejected(reason=RejectReason.BAD_TOPIC, device=t.device, detail=topic)
-        try:
-            env = env_mod.peek(data, max_size=self.max_size)
-            msg = decode_any(env.payload, env.content_type, limits=self.limits)
-        except LimitExceeded as exc:
-            return Rejected(reason=RejectReason.LIMIT, device=t.device, detail=str(exc))
-        except ProtocolError as exc:
-            return Rejected(reason=RejectReason.MALFORMED, device=t.device, detail=str(exc))
-        if not isinstance(msg, ActivationBatch | ClientWeights):
-            return Rejected(
-                reason=RejectReason.UNEXPECTED_TYPE, device=t.device, detail=type(msg).__name__
+        topic_device = t.device
+        revoked: list[bool] = []
+
+        def key_for(env: env_mod.Envelope) -> nacl.signing.VerifyKey | Refused:
+            try:
+                info, vk = self.registry.lookup(self.org, env.kid)
+            except LedgerError as exc:
+                return Refused(RejectReason.REGISTRY_UNAVAILABLE.value, str(exc))
+            if info is None or vk is None:
+                return Refused(RejectReason.UNREGISTERED.value,
+                               f"kid {env.kid!r} not registered for {self.org}")  # fmt: skip
+            revoked.append(info.revoked)
+            return vk
+
+        def check(env: env_mod.Envelope, msg: Message) -> Refused | None:
+            return self._policy(env, msg, topic_device, policy, round_no, revoked[0])
+
+        out = admit(
+            data, types=_TYPES, key_for=key_for, policy=check, max_size=self.max_size,
+            limits=self.limits,
+        )  # fmt: skip
+        if isinstance(out, Refused):
+            if out.reason == _DUPLICATE:
+                return Duplicate(device=out.kid or "", seq=int(out.detail))
+            device = out.kid if out.reason in _POLICY_REASONS else topic_device
+            return Rejected(reason=RejectReason(out.reason), device=device, detail=out.detail)
+        self.replay.observe(out.envelope.kid, out.message.seq)  # checked in _policy
+        return Accepted(device=out.envelope.kid, message=out.message, envelope=out.envelope,
+                        data=out.data)  # fmt: skip
+
+    def _policy(
+        self,
+        env: env_mod.Envelope,
+        msg: Message,
+        topic_device: str,
+        policy: SessionPolicy | None,
+        round_no: int | None,
+        revoked: bool,
+    ) -> Refused | None:
+        """Steps 5-9 on a signed, decoded message (the replay window is only checked)."""
+        kid = env.kid
+        if revoked:
+            return Refused(RejectReason.REVOKED.value, "key revoked", kid)
+        if topic_device != kid or msg.device != kid:
+            return Refused(
+                RejectReason.IMPERSONATION.value,
+                f"kid {kid} published as topic {topic_device}, message device {msg.device}",
+                kid,
             )
         try:
-            info, vk = self.registry.lookup(self.org, env.kid)
-        except LedgerError as exc:
-            return Rejected(
-                reason=RejectReason.REGISTRY_UNAVAILABLE, device=t.device, detail=str(exc)
-            )
-        if info is None or vk is None:
-            return Rejected(
-                reason=RejectReason.UNREGISTERED,
-                device=t.device,
-                detail=f"kid {env.kid!r} not registered for {self.org}",
-            )
-        try:  # same check as protocol.envelope.verify, without parsing the bytes again
-            vk.verify(env.sig_structure(), env.signature)
-        except nacl.exceptions.BadSignatureError:
-            return Rejected(
-                reason=RejectReason.BAD_SIGNATURE,
-                device=t.device,
-                detail=f"signature does not verify with {env.kid}'s key",
-            )
-        if info.revoked:
-            return Rejected(reason=RejectReason.REVOKED, device=env.kid, detail="key revoked")
-        if t.device != env.kid or msg.device != env.kid:
-            return Rejected(
-                reason=RejectReason.IMPERSONATION,
-                device=env.kid,
-                detail=f"kid {env.kid} published as topic {t.device}, message device {msg.device}",
-            )
-        try:
-            if self.replay.check(env.kid, msg.seq, max_jump=self.max_seq_jump) is Verdict.DUPLICATE:
-                return Duplicate(device=env.kid, seq=msg.seq)
+            if self.replay.check(kid, msg.seq, max_jump=self.max_seq_jump) is Verdict.DUPLICATE:
+                return Refused(_DUPLICATE, str(msg.seq), kid)
         except SeqJumpError as exc:
-            return Rejected(reason=RejectReason.SEQ_JUMP, device=env.kid, detail=str(exc))
+            return Refused(RejectReason.SEQ_JUMP.value, str(exc), kid)
         except ReplayError as exc:
-            return Rejected(reason=RejectReason.REPLAY, device=env.kid, detail=str(exc))
+            return Refused(RejectReason.REPLAY.value, str(exc), kid)
         bad = _check_session(msg, policy, round_no)
         if bad is not None:
-            return Rejected(reason=bad[0], device=env.kid, detail=bad[1])
-        self.replay.observe(env.kid, msg.seq)  # checked above; nothing ran in between
-        return Accepted(device=env.kid, message=msg, envelope=env, data=data)
+            return Refused(bad[0].value, bad[1], kid)
+        return None
+
+
+_TYPES: tuple[type[Message], ...] = (ActivationBatch, ClientWeights)
+_DUPLICATE = "duplicate"  # not a rejection: turned into Duplicate by admit()
+_POLICY_REASONS = frozenset({
+    RejectReason.REVOKED.value, RejectReason.IMPERSONATION.value, RejectReason.SEQ_JUMP.value,
+    RejectReason.REPLAY.value, RejectReason.NO_SESSION.value, RejectReason.WRONG_SESSION.value,
+    RejectReason.WRONG_ROUND.value, RejectReason.WRONG_MODEL.value,
+    RejectReason.WRONG_SHAPE.value, RejectReason.DP_BELOW_POLICY.value,
+    RejectReason.BUDGET_EXCEEDED.value,
+})  # fmt: skip
 
 
 def _topic_device(topic: str) -> str | None:
@@ -267,7 +284,7 @@ def _check_session(
     if msg.labels is not None:
         lab = msg.labels
         if lab.shape != (a.shape[0],) or (
-            lab.size and (int(np.min(lab)) < 0 or int(np.max(lab)) >= spec.num_classes)
+            lab.size and (int(lab.min()) < 0 or int(lab.max()) >= spec.num_classes)
         ):
             return RejectReason.WRONG_SHAPE, "labels do not match the batch or class count"
     dp = msg.dp

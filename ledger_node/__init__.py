@@ -2,13 +2,13 @@
 
 Layers, pure first (docs/ledger.md is the user-facing description):
 
-* ``codec`` canonical CBOR + signing domains; ``tx`` signed transactions;
-  ``registration`` device-signed registration requests;
+* the wire formats other roles need too live in :mod:`protocol.ledger`
+  (``codec``, ``tx``, ``registration``, ``block``, ``genesis``,
+  ``lightclient``), the HTTP client in :mod:`service.ledger_client`;
 * ``state`` world state with a Merkle state root; ``contracts`` the
-  deterministic state machines; ``block`` headers, quorum, certificates;
-  ``executor`` block execution; ``lightclient`` proof checks (no I/O);
+  deterministic state machines; ``executor`` block execution;
 * adapters: ``storage`` (SQLite), ``node`` (engine: commit, sign, certify),
   ``solo`` / ``etcd_orderer`` + ``etcd_client`` (ordering), ``sync`` (catch-up
-  from a peer), ``api`` / ``client`` (loopback HTTP), ``verify`` (full replay),
+  from a peer), ``api`` (loopback HTTP), ``verify`` (full replay),
   ``config``, ``app`` (wiring), ``cli``.
 """

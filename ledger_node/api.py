@@ -42,8 +42,6 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from ledger_node.block import decode_header
-from ledger_node.codec import MAX_TX_BYTES
 from ledger_node.errors import (
     BadRequestError,
     BodyTooLargeError,
@@ -65,6 +63,8 @@ from ledger_node.params import (
     parse_query,
     path_int,
 )
+from protocol.ledger.block import decode_header
+from protocol.ledger_msgs import MAX_TX_BYTES
 
 __all__ = ["MAX_BODY_BYTES", "HttpSettings", "LedgerApi", "jsonable"]
 

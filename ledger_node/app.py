@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import socket
 import threading
 from types import FrameType
 
@@ -24,6 +23,7 @@ from ledger_node.ordering import Orderer
 from ledger_node.solo import SoloOrderer
 from protocol.errors import ConfigError
 from protocol.keys import load_signing_key
+from service.notify import SystemdNotifier
 
 __all__ = ["LedgerApp"]
 
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 class LedgerApp:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
+        # sd_notify(3): a no-op outside systemd (the socket comes from the config's environment)
+        self.notifier = SystemdNotifier({"NOTIFY_SOCKET": config.notify_socket or ""})
         keys = {vid: load_signing_key(p) for vid, p in config.validator_keys.items()}
         self.node = LedgerNode(config.data_dir, validator_keys=keys)
         self.orderer: Orderer
@@ -84,26 +86,15 @@ class LedgerApp:
 
         old = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         self.start()
-        self._notify(f"READY=1\nSTATUS=serving {self.url} at height {self.node.height}")
+        self.notifier.ready(status=f"serving {self.url} at height {self.node.height}")
         tick = self.config.watchdog_s or 0.5
         try:
             while not done.wait(min(tick, 0.5)):
                 if self.config.watchdog_s:
-                    self._notify("WATCHDOG=1")
+                    self.notifier.watchdog()
         finally:
-            self._notify("STOPPING=1")
+            self.notifier.stopping()
             for s, h in old.items():
                 signal.signal(s, h)
             self.stop()
 
-    def _notify(self, text: str) -> None:
-        """sd_notify(3) datagram; a no-op outside systemd, failures only logged."""
-        addr = self.config.notify_socket
-        if not addr:
-            return
-        target: str | bytes = b"\0" + addr[1:].encode() if addr.startswith("@") else addr
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-                sock.sendto(text.encode(), target)
-        except OSError as exc:
-            log.warning("sd_notify failed: %s", exc)

@@ -18,17 +18,18 @@ from typing import Any
 import click
 
 from ledger_node.api import jsonable
-from ledger_node.client import LedgerClient
 from ledger_node.errors import LedgerError
-from ledger_node.genesis import load_genesis, write_genesis_with_keys
-from ledger_node.lightclient import verify_proof
 from ledger_node.node import LedgerNode
-from ledger_node.tx import TX_KINDS, make_tx
 from ledger_node.verify import verify_chain
 from protocol.errors import ConfigError, KeyFileError, SplitfedError
 from protocol.keys import load_signing_key
+from protocol.ledger.genesis import load_genesis, write_genesis_with_keys
+from protocol.ledger.lightclient import verify_proof
+from protocol.ledger.tx import TX_KINDS, make_tx
+from service.cli import EXIT_FAILURE, EXIT_USAGE, run_click
+from service.ledger_client import LedgerClient
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_TX_INVALID = 0, 1, 2, 3
+EXIT_TX_INVALID = 3  # `splitfed-ledger tx`: the tx was included but marked invalid
 DEFAULT_URL = "http://127.0.0.1:7070"
 
 url_option = click.option("--url", default=DEFAULT_URL, show_default=True,
@@ -39,9 +40,8 @@ def _print(obj: Any) -> None:
     click.echo(json.dumps(jsonable(obj), indent=2, sort_keys=True))
 
 
-class _ExitCodeError(Exception):
-    def __init__(self, code: int) -> None:
-        self.code = code
+class _ExitCodeError(SystemExit):
+    """Leave a command with a specific exit code (run_click returns it)."""
 
 
 @click.group(name="splitfed-ledger", context_settings={"help_option_names": ["-h", "--help"]})
@@ -277,27 +277,9 @@ def prove(txid: str, url: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
-    try:
-        cli.main(args=argv, prog_name="splitfed-ledger", standalone_mode=False)
-    except _ExitCodeError as exc:
-        return exc.code
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        return int(exc.exit_code)  # 2 for usage errors, as every splitfed CLI
-    except click.exceptions.Abort:
-        return EXIT_FAILURE
-    except (ConfigError, KeyFileError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        return EXIT_USAGE
-    except SplitfedError as exc:
-        click.echo(f"error: {exc}", err=True)
-        return EXIT_FAILURE
-    except OSError as exc:
-        click.echo(f"error: {exc}", err=True)
-        return EXIT_FAILURE
-    return EXIT_OK
+    # a ClickException keeps its own code: 2 for usage errors, as every splitfed CLI
+    return run_click(cli, argv, prog_name="splitfed-ledger", errors=(
+        ((ConfigError, KeyFileError), EXIT_USAGE), ((SplitfedError, OSError), EXIT_FAILURE)))
 
 
 if __name__ == "__main__":

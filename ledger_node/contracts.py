@@ -14,7 +14,7 @@ Identities: ``<org>/admin``, ``<org>/gateway``, ``<org>/validator``,
 Authorisation rules:
 
 * ``org_add``, ``validator_set``: governed; applied once admins of a
-  quorum (:func:`ledger_node.block.quorum`) of validator orgs submitted the
+  quorum (:func:`protocol.ledger.block.quorum`) of validator orgs submitted the
   identical body.
 * ``device_register`` / ``device_revoke``: only the admin of the device's org;
   registration carries the device-signed request (proof of possession).
@@ -45,12 +45,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ledger_node.block import decode_header, quorum, verify_header_signature
-from ledger_node.codec import dumps, sha256_hex
 from ledger_node.errors import LedgerError
-from ledger_node.registration import verify_registration_request
 from ledger_node.state import Overlay
-from ledger_node.tx import Tx
+from protocol.ledger.block import decode_header, quorum, verify_header_signature
+from protocol.ledger.codec import dumps, sha256_hex
+from protocol.ledger.registration import verify_registration_request
+from protocol.ledger.tx import Tx
 
 __all__ = ["ContractRejectError", "apply_tx"]
 

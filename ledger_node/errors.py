@@ -1,5 +1,8 @@
 """Errors of the ledger node, all under :class:`protocol.errors.LedgerError`.
 
+The first five are shared with the ledger client and the light client, so they
+are defined in :mod:`protocol.errors`; the node's own are defined here.
+
 ::
 
     LedgerError
@@ -14,7 +17,14 @@
 
 from __future__ import annotations
 
-from protocol.errors import ChainIntegrityError, InvalidTransaction, LedgerError
+from protocol.errors import (
+    CertificateError,
+    ChainIntegrityError,
+    InvalidTransaction,
+    LedgerError,
+    NotFoundError,
+    OrderingError,
+)
 
 __all__ = [
     "BadRequestError",
@@ -26,18 +36,6 @@ __all__ = [
     "NotFoundError",
     "OrderingError",
 ]
-
-
-class CertificateError(LedgerError):
-    """A finality certificate does not reach the quorum or has a bad signature."""
-
-
-class NotFoundError(LedgerError):
-    """The requested block, transaction or state key does not exist (yet)."""
-
-
-class OrderingError(LedgerError):
-    """The ordering service failed (etcd unreachable, bad response)."""
 
 
 class BadRequestError(LedgerError):

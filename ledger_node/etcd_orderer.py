@@ -40,10 +40,10 @@ from typing import Any, Protocol
 import cbor2
 import nacl.signing
 
-from ledger_node.codec import dumps, sha256
 from ledger_node.errors import LedgerError, OrderingError
 from ledger_node.node import LedgerNode
-from ledger_node.tx import decode_tx, make_tx
+from protocol.ledger.codec import dumps, sha256
+from protocol.ledger.tx import decode_tx, make_tx
 
 __all__ = ["EtcdOrderer", "OrderingKv"]
 

@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger_node.block import Header
-from ledger_node.codec import sha256_hex
 from ledger_node.contracts import ContractRejectError, apply_tx
 from ledger_node.errors import InvalidTransaction
 from ledger_node.state import Overlay, State
-from ledger_node.tx import Tx, decode_tx
+from protocol.ledger.block import Header
+from protocol.ledger.codec import sha256_hex
+from protocol.ledger.tx import Tx, decode_tx
 from protocol.merkle import merkle_root
 
 __all__ = ["ExecutedBlock", "TxResult", "execute_block"]

@@ -29,7 +29,11 @@ from typing import Any
 
 import nacl.signing
 
-from ledger_node.block import (
+from ledger_node.errors import CertificateError, ChainIntegrityError, LedgerError, NotFoundError
+from ledger_node.executor import ExecutedBlock, execute_block
+from ledger_node.state import State
+from ledger_node.storage import Storage
+from protocol.ledger.block import (
     Header,
     decode_header,
     quorum,
@@ -37,26 +41,15 @@ from ledger_node.block import (
     verify_certificate,
     verify_header_signature,
 )
-from ledger_node.errors import CertificateError, ChainIntegrityError, LedgerError, NotFoundError
-from ledger_node.executor import ExecutedBlock, execute_block
-from ledger_node.genesis import Genesis
-from ledger_node.lightclient import ProofBundle
-from ledger_node.state import State
-from ledger_node.storage import Storage
+from protocol.ledger.genesis import Genesis
+from protocol.ledger.tx import Receipt
+from protocol.ledger_msgs import LedgerProof
 from protocol.merkle import audit_path, merkle_root
 
-__all__ = ["DB_NAME", "Evidence", "LedgerNode", "Receipt"]
+__all__ = ["DB_NAME", "Evidence", "LedgerNode"]
 
 log = logging.getLogger(__name__)
 DB_NAME = "ledger.sqlite"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Receipt:
-    txid: str
-    height: int
-    valid: bool
-    reason: str | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -164,16 +157,23 @@ class LedgerNode:
             return None
         return Receipt(txid=txid, height=loc[0], valid=loc[2], reason=loc[3])
 
-    def proof(self, txid: str) -> ProofBundle:
+    def proof(self, txid: str) -> LedgerProof:
+        """The inclusion proof of ``txid`` with the certificate gathered so far.
+
+        :class:`NotFoundError` while the tx is in no applied block, or while its block has
+        no signature yet (a proof needs at least one; a light client needs a quorum).
+        """
         loc = self.storage.tx_location(txid)
         if loc is None or loc[0] > self._height:
             raise NotFoundError(f"tx {txid} is not in any block")
         height, idx = loc[0], loc[1]
+        certificate = tuple(self.certificate(height))
+        if not certificate:
+            raise NotFoundError(f"block {height} of tx {txid} has no signature yet")
         txs = [row[2] for row in self.storage.block_txs(height)]
-        return ProofBundle(chain_id=self.chain_id, height=height,
-                           header=self.header_bytes(height),
-                           certificate=tuple(self.certificate(height)), tx=txs[idx],
-                           leaf_index=idx, tree_size=len(txs),
+        return LedgerProof(chain_id=self.chain_id, height=height,
+                           header=self.header_bytes(height), certificate=certificate,
+                           tx=txs[idx], leaf_index=idx, tree_size=len(txs),
                            audit_path=tuple(audit_path(txs, idx)))
 
     def wait_height(self, height: int, timeout: float) -> int:

@@ -20,7 +20,7 @@ import time
 
 from ledger_node.errors import LedgerError
 from ledger_node.node import LedgerNode
-from ledger_node.tx import decode_tx
+from protocol.ledger.tx import decode_tx
 
 __all__ = ["SoloOrderer"]
 

@@ -21,7 +21,7 @@ import hashlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from ledger_node.codec import dumps
+from protocol.ledger.codec import dumps
 from protocol.merkle import EMPTY_ROOT, leaf_hash, root_from_hashes
 
 __all__ = ["BUCKETS", "Overlay", "State", "bucket_of", "entry_bytes"]

@@ -25,9 +25,10 @@ from typing import Any
 
 import cbor2
 
-from ledger_node.codec import dumps
 from ledger_node.errors import LedgerError
 from ledger_node.executor import ExecutedBlock
+from protocol.ledger.codec import dumps
+from service.files import open_sqlite
 
 __all__ = ["Storage"]
 
@@ -57,12 +58,8 @@ class Storage:
         self.path = Path(path)
         self._lock = threading.RLock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
+            self._db = open_sqlite(self.path, _SCHEMA, create_parent=True)
+        except (sqlite3.Error, OSError) as exc:
             raise LedgerError(f"cannot open ledger database {self.path}: {exc}") from exc
 
     def close(self) -> None:

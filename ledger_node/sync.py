@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import logging
 
-from ledger_node.client import LedgerClient
 from ledger_node.node import LedgerNode
+from service.ledger_client import LedgerClient
 
 __all__ = ["catch_up_from_peer"]
 

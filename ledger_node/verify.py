@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ledger_node.block import Header, decode_header, quorum, verify_header_signature
-from ledger_node.codec import dumps, sha256, sha256_hex
 from ledger_node.errors import ChainIntegrityError, LedgerError
 from ledger_node.executor import execute_block
-from ledger_node.genesis import Genesis
 from ledger_node.node import DB_NAME, genesis_block
 from ledger_node.state import State
 from ledger_node.storage import Storage
+from protocol.ledger.block import Header, decode_header, quorum, verify_header_signature
+from protocol.ledger.codec import dumps, sha256, sha256_hex
+from protocol.ledger.genesis import Genesis
 
 __all__ = ["VerifyReport", "verify_chain"]
 

@@ -18,6 +18,7 @@ from models.manifest import file_sha256, list_artifacts, list_full_artifacts, lo
 from models.spec import ZOO
 from models.tflite_ops import format_model_info, read_model_info
 from protocol.errors import ConfigError, ModelError
+from service.cli import run_click
 
 
 @click.group(name="splitfed-models", context_settings={"help_option_names": ["-h", "--help"]})
@@ -149,22 +150,8 @@ def baseline(model_ids: tuple[str, ...], cuts: tuple[int, ...], datasets: tuple[
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code (see module docstring)."""
-    try:
-        cli.main(args=argv, prog_name="splitfed-models", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        return 2
-    except click.exceptions.Abort:
-        return 1
-    except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        return 2
-    except ModelError as exc:
-        click.echo(f"error: {exc}", err=True)
-        return 1
-    return 0
+    return run_click(cli, argv, prog_name="splitfed-models", click_error_code=2,
+                     errors=((ConfigError, 2), (ModelError, 1)))
 
 
 if __name__ == "__main__":

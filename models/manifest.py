@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from protocol.errors import ModelError
+from protocol.errors import ConfigError, ModelError
 
 FORMAT_VERSION = 1
 ARTIFACTS_ROOT = Path(__file__).resolve().parent / "artifacts"
@@ -248,3 +248,19 @@ def weights_sha256(ws: Sequence[np.ndarray]) -> str:
     from protocol.ledger_msgs import weights_digest
 
     return weights_digest([np.asarray(w) for w in ws])
+
+
+def find_manifest(client_sha256: str, configured: Path | None) -> Manifest:
+    """The manifest of the session's client half (configured path or the model zoo)."""
+    if configured is not None:
+        m = load_manifest(configured)
+        if m.client_sha256 != client_sha256:
+            raise ConfigError(
+                f"manifest {configured} is for client {m.client_sha256[:12]}, "
+                f"the session uses {client_sha256[:12]}"
+            )
+        return m
+    for m in list_artifacts():
+        if m.client_sha256 == client_sha256:
+            return m
+    raise ConfigError(f"no model artifact with client sha256 {client_sha256[:12]} is installed")

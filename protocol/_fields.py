@@ -9,6 +9,7 @@ survives an encode/decode round trip unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -27,6 +28,7 @@ __all__ = [
     "INT64_MAX",
     "Scalar",
     "check_keys",
+    "field_names",
     "fields_eq",
     "guarded_build",
     "loads_json",
@@ -46,6 +48,19 @@ INT64_MIN: Final = -(1 << 63)
 MAX_MAP_ENTRIES: Final = 32
 MAX_STR_VALUE: Final = 1024
 MAX_JSON_BYTES: Final = 1 << 20
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def field_names(cls: type) -> tuple[str, ...]:
+    """The dataclass field names of a message class, in order (cached: on the hot path)."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 Scalar = str | int | float

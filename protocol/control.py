@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Literal, Self, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Self, TypeVar, get_args
 
 import numpy as np
 
@@ -32,6 +32,7 @@ from protocol._cbor import dumps_canonical
 from protocol._fields import (
     Scalar,
     check_keys,
+    field_names,
     fields_eq,
     guarded_build,
     loads_json,
@@ -64,14 +65,12 @@ from protocol.tensor import (
     encode_tensor,
 )
 
-__all__ = ["COMMAND_KINDS", "Command", "DeviceState", "Endorsement", "Prediction"]
+__all__ = ["COMMAND_KINDS", "Command", "CommandKind", "DeviceState", "Endorsement", "Prediction"]
 
 _T = TypeVar("_T")
-COMMAND_KINDS = ("start_round", "stop_round", "sync", "upload_weights", "load_model", "stop")
-
-
-def _names(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in fields(cls))
+#: what the server may ask of devices (and gateways relay); the one definition of the kinds
+CommandKind = Literal["start_round", "stop_round", "sync", "upload_weights", "load_model", "stop"]
+COMMAND_KINDS: tuple[CommandKind, ...] = get_args(CommandKind)
 
 
 def _simple_decode(
@@ -79,7 +78,7 @@ def _simple_decode(
 ) -> _T:
     """Decode a message whose wire map is exactly its fields (no tensors)."""
     m = read_map(data, what, max_size=max_size)
-    return guarded_build(what, lambda: cls(**check_keys(m, what, frozenset(_names(cls)))))
+    return guarded_build(what, lambda: cls(**check_keys(m, what, frozenset(field_names(cls)))))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,7 +95,7 @@ class Command:
     session: str
     round: int
     device: str | None
-    kind: Literal["start_round", "stop_round", "sync", "upload_weights", "load_model", "stop"]
+    kind: CommandKind
     args: Mapping[str, Scalar] = field(default_factory=dict)
     seq: int = 0
 
@@ -112,10 +111,10 @@ class Command:
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return fields_eq(self, other, _names(type(self)))
+        return fields_eq(self, other, field_names(type(self)))
 
     def encode(self) -> bytes:
-        m = {n: getattr(self, n) for n in _names(type(self))}
+        m = {n: getattr(self, n) for n in field_names(type(self))}
         m["args"] = dict(self.args)
         return dumps_canonical(m)
 
@@ -158,10 +157,10 @@ class DeviceState:
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return fields_eq(self, other, _names(type(self)))
+        return fields_eq(self, other, field_names(type(self)))
 
     def _wire(self) -> dict[str, Any]:
-        m = {n: getattr(self, n) for n in _names(type(self))}
+        m = {n: getattr(self, n) for n in field_names(type(self))}
         m["detail"] = dict(self.detail)
         return m
 
@@ -182,7 +181,7 @@ class DeviceState:
         m = loads_json(data, "device state JSON")
         return guarded_build(
             "device state JSON",
-            lambda: cls(**check_keys(m, "device state JSON", frozenset(_names(cls)))),
+            lambda: cls(**check_keys(m, "device state JSON", frozenset(field_names(cls)))),
         )
 
 
@@ -214,7 +213,7 @@ class Prediction:
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return fields_eq(self, other, _names(type(self)))
+        return fields_eq(self, other, field_names(type(self)))
 
     def encode(self) -> bytes:
         m: dict[str, object] = {"session": self.session, "device": self.device, "seq": self.seq}
@@ -228,7 +227,7 @@ class Prediction:
 
     @classmethod
     def from_wire(cls, m: Mapping[str, Any], *, limits: TensorLimits) -> Self:
-        check_keys(m, "prediction", frozenset(_names(cls)))
+        check_keys(m, "prediction", frozenset(field_names(cls)))
         probs = decode_tensor(m["probabilities"], limits=limits)
         return cls(session=m["session"], device=m["device"], seq=m["seq"], probabilities=probs)
 
@@ -296,14 +295,14 @@ class Endorsement:
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return fields_eq(self, other, _names(type(self)))
+        return fields_eq(self, other, field_names(type(self)))
 
     def inner(self) -> Envelope:
         """The forwarded envelope's header and payload, signature NOT verified."""
         return peek(self.envelope)
 
     def encode(self) -> bytes:
-        return dumps_canonical({n: getattr(self, n) for n in _names(type(self))})
+        return dumps_canonical({n: getattr(self, n) for n in field_names(type(self))})
 
     @classmethod
     def decode(cls, data: bytes, *, limits: TensorLimits = DEFAULT_LIMITS) -> Self:

@@ -26,9 +26,12 @@ exceptions, sqlite3 errors and LiteRT ``RuntimeError`` never leak past them.
     │   └── BudgetExceeded             next release would exceed the budget
     ├── TransportError                 MQTT / network adapter failures
     ├── SpoolError                     offline spool storage failure
-    └── LedgerError                    ledger node (ledger_node/)
+    └── LedgerError                    ledger node (ledger_node/), ledger client, light client
         ├── InvalidTransaction         tx rejected by validation or contract
-        └── ChainIntegrityError        stored chain fails verification
+        ├── ChainIntegrityError        stored chain fails verification
+        ├── CertificateError           a header certificate lacks a quorum / has a bad signature
+        ├── NotFoundError              block, tx or state key unknown to the node
+        └── OrderingError              the ordering service failed or is unreachable
 
 Packages define their finer errors in their own ``errors.py`` as subclasses
 of these.
@@ -125,3 +128,15 @@ class InvalidTransaction(LedgerError):
 
 class ChainIntegrityError(LedgerError):
     """The stored chain does not verify (hash, signature, certificate, state)."""
+
+
+class CertificateError(LedgerError):
+    """A finality certificate does not reach the quorum or has a bad signature."""
+
+
+class NotFoundError(LedgerError):
+    """The requested block, transaction or state key does not exist (yet)."""
+
+
+class OrderingError(LedgerError):
+    """The ordering service failed (etcd unreachable, bad response)."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -31,6 +31,7 @@ import numpy as np
 from protocol._cbor import dumps_canonical
 from protocol._fields import (
     check_keys,
+    field_names,
     fields_eq,
     guarded_build,
     read_map,
@@ -48,13 +49,10 @@ from protocol.training import check_weights, decode_weights
 __all__ = ["LedgerProof", "ModelAnnouncement", "weights_digest"]
 
 MAX_HEADER_BYTES = 64 * 1024
-MAX_TX_BYTES = 1024 * 1024
+#: the largest ledger transaction (the ledger node refuses bigger ones at submit)
+MAX_TX_BYTES = 256 * 1024
 MAX_CERTIFICATE = 256
 MAX_AUDIT_PATH = 64
-
-
-def _names(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in fields(cls))
 
 
 def weights_digest(weights: tuple[np.ndarray, ...] | list[np.ndarray]) -> str:
@@ -115,14 +113,14 @@ class LedgerProof:
         )
 
     def to_wire(self) -> dict[str, Any]:
-        m = {n: getattr(self, n) for n in _names(type(self))}
+        m = {n: getattr(self, n) for n in field_names(type(self))}
         m["certificate"] = [list(p) for p in self.certificate]
         m["audit_path"] = list(self.audit_path)
         return m
 
     @classmethod
     def from_wire(cls, obj: object) -> Self:
-        return cls(**check_keys(obj, "ledger proof", frozenset(_names(cls))))
+        return cls(**check_keys(obj, "ledger proof", frozenset(field_names(cls))))
 
     def encode(self) -> bytes:
         return dumps_canonical(self.to_wire())
@@ -176,10 +174,10 @@ class ModelAnnouncement:
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return fields_eq(self, other, _names(type(self)))
+        return fields_eq(self, other, field_names(type(self)))
 
     def encode(self) -> bytes:
-        m = {n: getattr(self, n) for n in _names(type(self))}
+        m = {n: getattr(self, n) for n in field_names(type(self))}
         m["weights"] = None if self.weights is None else [encode_tensor(w) for w in self.weights]
         m["proof"] = None if self.proof is None else self.proof.to_wire()
         return dumps_canonical(m)
@@ -191,7 +189,7 @@ class ModelAnnouncement:
 
     @classmethod
     def from_wire(cls, m: Mapping[str, Any], *, limits: TensorLimits) -> Self:
-        check_keys(m, "model announcement", frozenset(_names(cls)))
+        check_keys(m, "model announcement", frozenset(field_names(cls)))
         kwargs = dict(m)
         if m["weights"] is not None:
             kwargs["weights"] = decode_weights(m["weights"], limits=limits)

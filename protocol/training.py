@@ -22,7 +22,7 @@ policy, it cannot check the noise itself.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
@@ -30,6 +30,7 @@ import numpy as np
 from protocol._cbor import dumps_canonical
 from protocol._fields import (
     check_keys,
+    field_names,
     fields_eq,
     guarded_build,
     read_map,
@@ -56,8 +57,14 @@ from protocol.tensor import (
     encode_tensor,
 )
 
-__all__ = ["LABEL_MODES", "PRIVACY_MODES", "ActivationBatch", "ClientWeights", "DpParams",
-           "GradientBatch"]
+__all__ = [
+    "LABEL_MODES",
+    "PRIVACY_MODES",
+    "ActivationBatch",
+    "ClientWeights",
+    "DpParams",
+    "GradientBatch",
+]
 
 LABEL_MODES = ("plain", "randomized_response", "none")
 # What the session's privacy mode promises about the client half (docs/privacy.md):
@@ -67,10 +74,6 @@ LABEL_MODES = ("plain", "randomized_response", "none")
 PRIVACY_MODES = ("sl-frozen", "sl-dpsgd", "fl-dpsgd", "none")
 WEIGHTS_DP = ("dp_sgd", "unprotected")
 MAX_WEIGHT_TENSORS = 256
-
-
-def _names(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in fields(cls))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,15 +103,16 @@ class DpParams:
             raise MalformedMessage("label_epsilon is only meaningful with randomized_response")
         req_id(self.mechanism, "mechanism")
         if (self.mode == "none") != (self.mechanism == "none"):
-            raise MalformedMessage(f"privacy mode {self.mode!r} contradicts mechanism "
-                                   f"{self.mechanism!r}")
+            raise MalformedMessage(
+                f"privacy mode {self.mode!r} contradicts mechanism {self.mechanism!r}"
+            )
 
     def to_wire(self) -> dict[str, object]:
-        return {n: getattr(self, n) for n in _names(DpParams)}
+        return {n: getattr(self, n) for n in field_names(DpParams)}
 
     @classmethod
     def from_wire(cls, obj: object) -> Self:
-        m = check_keys(obj, "dp", frozenset(_names(cls)))
+        m = check_keys(obj, "dp", frozenset(field_names(cls)))
         return cls(**m)
 
 
@@ -153,7 +157,7 @@ class ActivationBatch:
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return fields_eq(self, other, _names(type(self)))
+        return fields_eq(self, other, field_names(type(self)))
 
     def encode(self) -> bytes:
         m: dict[str, object] = {n: getattr(self, n) for n in _HEADER}
@@ -173,7 +177,7 @@ class ActivationBatch:
 
     @classmethod
     def from_wire(cls, m: Mapping[str, Any], *, limits: TensorLimits) -> Self:
-        check_keys(m, "activation batch", frozenset(_names(cls)))
+        check_keys(m, "activation batch", frozenset(field_names(cls)))
         labels = m["labels"]
         return cls(
             **_header_kwargs(m),
@@ -224,7 +228,7 @@ class GradientBatch:
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return fields_eq(self, other, _names(type(self)))
+        return fields_eq(self, other, field_names(type(self)))
 
     def encode(self) -> bytes:
         m: dict[str, object] = {n: getattr(self, n) for n in _HEADER}
@@ -238,7 +242,7 @@ class GradientBatch:
 
     @classmethod
     def from_wire(cls, m: Mapping[str, Any], *, limits: TensorLimits) -> Self:
-        check_keys(m, "gradient batch", frozenset(_names(cls)))
+        check_keys(m, "gradient batch", frozenset(field_names(cls)))
         return cls(
             **_header_kwargs(m),
             grad=decode_tensor(m["grad"], limits=limits),
@@ -276,7 +280,7 @@ class ClientWeights:
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return fields_eq(self, other, _names(type(self)))
+        return fields_eq(self, other, field_names(type(self)))
 
     def encode(self) -> bytes:
         m: dict[str, object] = {n: getattr(self, n) for n in _WEIGHTS_HEADER}
@@ -296,7 +300,7 @@ class ClientWeights:
 
     @classmethod
     def from_wire(cls, m: Mapping[str, Any], *, limits: TensorLimits) -> Self:
-        check_keys(m, "client weights", frozenset(_names(cls)))
+        check_keys(m, "client weights", frozenset(field_names(cls)))
         return cls(
             **_header_kwargs(m, _WEIGHTS_HEADER),
             model_hash=m["model_hash"],

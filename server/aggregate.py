@@ -6,7 +6,7 @@ architecture) are averaged together, weighted by samples; groups with
 different cut points cannot be averaged with each other and each cut gets its
 own result. Inputs are checked (shapes against the cut's manifest,
 finiteness) before any arithmetic: one malformed group aggregate is refused
-with :class:`gateway.errors.AggregationError` naming the group, and the others
+with :class:`models.fedavg.AggregationError` naming the group, and the others
 still aggregate (see :func:`aggregate_groups`).
 """
 
@@ -17,8 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gateway.errors import AggregationError
-from gateway.fedavg import WeightedUpdate, check_weights, fedavg
+from models.fedavg import AggregationError, WeightedUpdate, check_weights, fedavg
 
 __all__ = ["CutResult", "GroupAggregate", "aggregate_groups"]
 

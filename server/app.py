@@ -28,25 +28,27 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.core import Publish
-from gateway.endorse import gateway_identity
-from gateway.evaluate import HeldOutEvaluator, evaluation_clip
-from gateway.ledger_io import LedgerRegistry, find_manifest
-from gateway.metrics import MetricsRegistry
-from gateway.metrics_http import MetricsServer
-from gateway.mqtt_io import PahoLink
-from gateway.registry import CachedRegistry
-from ledger_node.client import LedgerClient
-from ledger_node.tx import decode_tx, make_tx
+from models.evaluate import HeldOutEvaluator, evaluation_clip
+from models.manifest import find_manifest
 from models.runtime import ClientRuntime, ServerRuntime
 from protocol import topics
+from protocol.effects import Publish
+from protocol.endorse import gateway_identity
 from protocol.errors import ConfigError, LedgerError, SplitfedError, SpoolError
 from protocol.keys import load_signing_key, verify_key_from_hex
+from protocol.ledger.tx import decode_tx, make_tx
 from server.config import ServerConfig
 from server.core import Phase, ServerCore, SessionPlan, SubmitTx
 from server.proposals import Proposal, ProposalLifecycle, open_proposal
 from server.sfl import SflMode, SplitTrainer
 from server.state import load_candidate, load_finalised, save_candidate, save_finalised
+from service.ledger import LedgerRegistry
+from service.ledger_client import LedgerClient
+from service.link import PahoLink
+from service.metrics import MetricsRegistry
+from service.metrics_http import MetricsServer
+from service.notify import SystemdNotifier, Watchdog
+from service.registry import CachedRegistry
 
 __all__ = ["ServerApp"]
 
@@ -59,6 +61,8 @@ class ServerApp:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self._stop = threading.Event()
+        self.notifier = SystemdNotifier()  # READY by service.lifecycle.serve; a no-op off systemd
+        self._watchdog = Watchdog(self.notifier)
         self._key = load_signing_key(config.signing_key)
         self.ledger = LedgerClient(config.ledger_url)
         s = self.ledger.session(config.session)
@@ -314,6 +318,7 @@ class ServerApp:
         next_poll = 0.0
         while not self._stop.is_set() and self.core.phase is not Phase.DONE:
             now = time.monotonic()
+            self._watchdog.tick(now)
             if now >= next_poll:
                 self._poll()
                 next_poll = now + self.config.poll_interval_s

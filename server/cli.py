@@ -13,16 +13,16 @@ problem listed).
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 from pathlib import Path
-from types import FrameType
 
 import click
 
 from protocol.errors import ConfigError, SplitfedError
 from server.config import ServerConfig, load_config
 from server.keys_cli import keys_group
+from service.cli import run_click
+from service.lifecycle import serve
 
 
 @click.group(name="splitfed-server", context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,19 +62,7 @@ def run(config_path: Path, log_level: str) -> None:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(1) from exc
 
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        app.stop()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    try:
-        app.start()
-        app.run()
-    except SplitfedError as exc:
-        click.echo(f"error: {exc}", err=True)
-        raise SystemExit(1) from exc
-    finally:
-        app.close()
+    serve(app)
 
 
 @cli.group()
@@ -87,12 +75,11 @@ def session() -> None:
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for the block.")
 def session_create(config_path: Path, timeout: float) -> None:
     """Write the session tx (model hashes, DP policy, rounds, groups) to the ledger."""
-    from gateway.ledger_io import find_manifest
-    from ledger_node.client import LedgerClient
-    from ledger_node.tx import make_tx
-    from models.manifest import artifact_dir, load_manifest
+    from models.manifest import artifact_dir, find_manifest, load_manifest
     from protocol.keys import load_signing_key
+    from protocol.ledger.tx import make_tx
     from server.session import session_body
+    from service.ledger_client import LedgerClient
 
     cfg = _config(config_path)
     spec = cfg.session_spec
@@ -131,18 +118,8 @@ cli.add_command(keys_group)
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
-    try:
-        cli.main(args=argv, prog_name="splitfed-server", standalone_mode=False)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        return int(exc.exit_code)  # 2 for usage errors, 1 for KeyCommandError
-    except click.exceptions.Abort:
-        return 1
-    return 0
+    # ClickException keeps its own code: 2 for usage errors, 1 for KeyCommandError
+    return run_click(cli, argv, prog_name="splitfed-server")
 
 
 if __name__ == "__main__":

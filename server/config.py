@@ -53,11 +53,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.mqtt_io import MqttSettings
 from protocol.errors import ConfigError, TopicError
 from protocol.topics import validate_id
 from protocol.training import PRIVACY_MODES
 from server.round_policy import RoundPolicy
+from service.mqtt import TABLE_KEYS as MQTT_KEYS
+from service.mqtt import MqttSettings, settings_from_table
 
 __all__ = ["ServerConfig", "SessionSpec", "load_config", "parse_config"]
 
@@ -99,18 +100,7 @@ _SECTIONS: dict[str, set[str]] = {
         "labels_public",
     },
     "ledger": {"url", "chain_id"},
-    "mqtt": {
-        "host",
-        "port",
-        "client_id",
-        "username",
-        "password_file",
-        "ca_file",
-        "cert_file",
-        "key_file",
-        "keepalive",
-        "session_expiry",
-    },
+    "mqtt": set(MQTT_KEYS),
     "metrics": {"listen"},
 }
 
@@ -232,22 +222,9 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) 
             host, port = h, int(p)
     mqtt: MqttSettings | None = None
     try:
-        paths = {
-            k: Path(mq[k])
-            for k in ("password_file", "ca_file", "cert_file", "key_file")
-            if isinstance(mq.get(k), str)
-        }
-        mqtt = MqttSettings(
-            host=str(mq.get("host", "127.0.0.1")),
-            port=int(mq.get("port", 1883)),
-            client_id=str(mq.get("client_id", "splitfed-server")),
-            username=mq.get("username"),
-            keepalive=int(mq.get("keepalive", 30)),
-            session_expiry=int(mq.get("session_expiry", 3600)),
-            **paths,
-        )
-    except (ConfigError, TypeError, ValueError) as exc:
-        problems += exc.problems if isinstance(exc, ConfigError) else [f"[mqtt]: {exc}"]
+        mqtt = settings_from_table(mq, client_id="splitfed-server")
+    except ConfigError as exc:
+        problems.extend(exc.problems)
     if problems or mqtt is None or policy is None:
         raise ConfigError(problems or ["invalid configuration"])
     return ServerConfig(

@@ -37,28 +37,28 @@ import enum
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import nacl.signing
 import numpy as np
 
-from gateway.core import Publish
-from gateway.endorse import gateway_kid, open_endorsement, org_of_gateway_kid
-from gateway.errors import AggregationError
-from gateway.fedavg import WeightedUpdate, fedavg
-from gateway.metrics import MetricsRegistry
-from gateway.registry import CachedRegistry
+from models.fedavg import AggregationError, WeightedUpdate, fedavg
 from protocol import envelope as env_mod
 from protocol import topics
+from protocol.admit import Refused, admit
+from protocol.control import CommandKind
+from protocol.effects import Publish
+from protocol.endorse import SERVER_KID, endorsement_refusal, gateway_kid, org_of_gateway_kid
+from protocol.envelope import MAX_MQTT_PAYLOAD
 from protocol.errors import LedgerError, ModelError, ProtocolError
 from protocol.messages import (
     ActivationBatch,
     ClientWeights,
     Command,
+    Endorsement,
     GradientBatch,
     ModelAnnouncement,
     Prediction,
-    decode_any,
     seal,
     weights_digest,
 )
@@ -67,13 +67,13 @@ from server.aggregate import CutResult, GroupAggregate, aggregate_groups
 from server.proposals import Proposal, ProposalStatus, next_version
 from server.round_policy import RoundPolicy, RoundTracker
 from server.sfl import SplitTrainer
+from service.metrics import MetricsRegistry
+from service.registry import CachedRegistry
 
 __all__ = ["Phase", "ServerCore", "SessionPlan", "SubmitTx"]
 
 log = logging.getLogger(__name__)
-SERVER_KID = "server"
 
-CommandKind = Literal["start_round", "stop_round", "sync", "upload_weights", "load_model", "stop"]
 Evaluator = Callable[[Sequence[np.ndarray], Sequence[np.ndarray]], float]
 
 
@@ -482,41 +482,70 @@ class ServerCore:
 
     # -- gateways -----------------------------------------------------------------
     def on_central_up(self, topic: str, payload: bytes) -> list[Publish | SubmitTx]:
+        """A message from a gateway: its endorsement, then the device envelope inside.
+
+        Each envelope is opened once, by :func:`protocol.admit.admit` (size, header,
+        signature, decode, policy): the gateway's with the gateway key of the topic's
+        org, the device's with the key the ledger registered for it.
+        """
         try:
             t = topics.parse(topic)
-            if t.kind != "central_up" or t.org not in self.plan.groups:
-                return self._drop("bad_topic", topic)
-            outer = env_mod.peek(payload, max_size=env_mod.MAX_ENVELOPE_BYTES + 1024)
-            gw_key = self._gw_keys.get(t.org)
-            if gw_key is None or org_of_gateway_kid(outer.kid) != t.org:
-                return self._drop("unknown_gateway", outer.kid)
-            if outer.content_type == ClientWeights.CONTENT_TYPE:
-                return self._group_upload(t.org, payload, gw_key)
-            endo = open_endorsement(payload, gateway_key=gw_key, org=t.org)
-            if self.replay.observe(gateway_kid(t.org), endo.seq) is Verdict.DUPLICATE:
+        except ProtocolError as exc:
+            return self._drop(type(exc).__name__, str(exc))
+        if t.kind != "central_up" or t.org not in self.plan.groups:
+            return self._drop("bad_topic", topic)
+        org = t.org
+        outer = admit(payload, types=_OUTER, max_size=MAX_MQTT_PAYLOAD,
+                      key_for=lambda env: self._gateway_key(org, env),
+                      policy=lambda env, m: _endorsement_refusal(m, org))  # fmt: skip
+        if isinstance(outer, Refused):
+            return self._refused(outer)
+        if isinstance(outer.message, ClientWeights):
+            return self._group_upload(org, outer.envelope, outer.message)
+        endo = outer.message
+        try:
+            if self.replay.observe(gateway_kid(org), endo.seq) is Verdict.DUPLICATE:
                 return []
-            inner = env_mod.peek(endo.envelope)
-            try:
-                _, vk = self.registry.lookup(t.org, inner.kid)
-            except LedgerError as exc:
-                return self._drop("registry_unavailable", str(exc))
-            if vk is None:
-                return self._drop("unregistered", inner.kid)
-            env_mod.verify(endo.envelope, verify_key=vk, expected_kid=inner.kid)
-            msg = decode_any(inner.payload, inner.content_type)
-            if not isinstance(msg, ActivationBatch | ClientWeights) or msg.device != inner.kid:
-                return self._drop("unexpected_type", inner.content_type)
+        except ProtocolError as exc:
+            return self._drop(type(exc).__name__, str(exc))
+        inner = admit(endo.envelope, types=_INNER,
+                      key_for=lambda env: self._device_key(org, env),
+                      policy=_device_is_signer)  # fmt: skip
+        if isinstance(inner, Refused):
+            return self._refused(inner)
+        msg = inner.message
+        try:
             # bounded jump: one signed message must not push the device's window far ahead
-            dev_replay = self._device_replay(t.org)
-            if dev_replay.observe(inner.kid, msg.seq, max_jump=MAX_SEQ_JUMP) is Verdict.DUPLICATE:
+            dev_replay = self._device_replay(org)
+            if dev_replay.observe(msg.device, msg.seq, max_jump=MAX_SEQ_JUMP) is Verdict.DUPLICATE:
                 return []
         except ProtocolError as exc:
             return self._drop(type(exc).__name__, str(exc))
         if isinstance(msg, ClientWeights):
             if self.tracker is not None and msg.round == self.round:
-                self.tracker.finished(f"{t.org}/{msg.device}")
+                self.tracker.finished(f"{org}/{msg.device}")
             return []
-        return self._activations(t.org, msg)
+        return self._activations(org, msg)
+
+    def _gateway_key(self, org: str, env: env_mod.Envelope) -> nacl.signing.VerifyKey | Refused:
+        gw_key = self._gw_keys.get(org)
+        try:
+            if gw_key is None or org_of_gateway_kid(env.kid) != org:
+                return Refused("unknown_gateway", env.kid)
+        except ProtocolError as exc:
+            return Refused(type(exc).__name__, str(exc), env.kid, exc)
+        return gw_key
+
+    def _device_key(self, org: str, env: env_mod.Envelope) -> nacl.signing.VerifyKey | Refused:
+        try:
+            _, vk = self.registry.lookup(org, env.kid)
+        except LedgerError as exc:
+            return Refused("registry_unavailable", str(exc), env.kid)
+        return Refused("unregistered", env.kid, env.kid) if vk is None else vk
+
+    def _refused(self, r: Refused) -> list[Publish | SubmitTx]:
+        """Count a refusal; protocol errors keep their class name as the reason label."""
+        return self._drop(type(r.error).__name__ if r.error is not None else r.reason, r.detail)
 
     def _activations(self, org: str, msg: ActivationBatch) -> list[Publish | SubmitTx]:
         group = self.plan.groups[org]
@@ -575,15 +604,14 @@ class ServerCore:
         ]
 
     def _group_upload(
-        self, org: str, payload: bytes, gw_key: nacl.signing.VerifyKey
+        self, org: str, env: env_mod.Envelope, msg: ClientWeights
     ) -> list[Publish | SubmitTx]:
-        env = env_mod.verify(payload, verify_key=gw_key, expected_kid=gateway_kid(org))
-        msg = decode_any(env.payload, env.content_type)
-        if (
-            not isinstance(msg, ClientWeights)
-            or self.replay.observe(env.kid, msg.seq) is Verdict.DUPLICATE
-        ):
-            return []
+        """The group's aggregate, signed by its gateway (already verified by admit)."""
+        try:
+            if self.replay.observe(env.kid, msg.seq) is Verdict.DUPLICATE:
+                return []
+        except ProtocolError as exc:
+            return self._drop(type(exc).__name__, str(exc))
         if (
             msg.session != self.plan.session
             or msg.round != self.round
@@ -625,3 +653,22 @@ class ServerCore:
                 )
             )
         return out
+
+
+_OUTER: tuple[type[Endorsement | ClientWeights], ...] = (Endorsement, ClientWeights)
+_INNER: tuple[type[ActivationBatch | ClientWeights], ...] = (ActivationBatch, ClientWeights)
+
+
+def _endorsement_refusal(msg: Endorsement | ClientWeights, org: str) -> Refused | None:
+    if isinstance(msg, ClientWeights):
+        return None
+    problem = endorsement_refusal(msg, org)
+    return None if problem is None else Refused(type(problem).__name__, str(problem), None, problem)
+
+
+def _device_is_signer(
+    env: env_mod.Envelope, msg: ActivationBatch | ClientWeights
+) -> Refused | None:
+    if msg.device != env.kid:
+        return Refused("unexpected_type", env.content_type, env.kid)
+    return None

@@ -56,7 +56,6 @@ __all__ = [
     "next_version",
     "open_proposal",
     "proposal_status",
-    "vote_decision",
 ]
 
 
@@ -133,25 +132,6 @@ def proposal_status(
     if accepts + (validators - len(votes)) < vote_quorum:
         return ProposalStatus.REJECTED
     return ProposalStatus.PENDING
-
-
-def vote_decision(
-    *,
-    candidate_accuracy: float,
-    baseline_accuracy: float | None,
-    max_drop: float = 0.05,
-    min_accuracy: float = 0.0,
-) -> bool:
-    """A validator's vote: accept unless the candidate is worse than allowed.
-
-    Accept when accuracy on the validator's own held-out data is finite, at
-    least ``min_accuracy``, and at most ``max_drop`` below the currently
-    finalised version (``baseline_accuracy``; ``None`` for the first version).
-    A corrupted aggregate (NaN weights, garbage) fails these checks.
-    """
-    if not math.isfinite(candidate_accuracy) or candidate_accuracy < min_accuracy:
-        return False
-    return baseline_accuracy is None or candidate_accuracy >= baseline_accuracy - max_drop
 
 
 def open_proposal(

@@ -27,7 +27,7 @@ from typing import Protocol
 
 import numpy as np
 
-from gateway.fedavg import WeightedUpdate, fedavg
+from models.fedavg import WeightedUpdate, fedavg
 from server.errors import UnknownGroupError
 
 __all__ = ["ServerHalf", "SflMode", "SplitTrainer"]

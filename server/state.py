@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import numpy as np
 
 from protocol.errors import SpoolError
 from protocol.messages import weights_digest
+from service.files import atomic_write
 
 __all__ = ["load_candidate", "load_finalised", "save_candidate", "save_finalised"]
 
@@ -79,14 +79,9 @@ def _save(
     arrays["round"] = np.array(round_no, np.int64)
     buf = io.BytesIO()
     np.savez(buf, **arrays)  # type: ignore[arg-type]
-    tmp = target.with_suffix(".tmp")
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
-        with tmp.open("wb") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(target)
+        atomic_write(target, buf.getvalue())
     except OSError as exc:
         raise SpoolError(f"cannot write {target}: {exc}") from exc
     return target

@@ -16,7 +16,6 @@ from agent.privacy.events import (
     PrivacyEvent,
 )
 from agent.privacy.mechanisms import (
-    clip_rows,
     dp_sgd_aggregate,
     gaussian_noise,
     privatize_activations,
@@ -24,6 +23,7 @@ from agent.privacy.mechanisms import (
     rr_keep_probability,
     secure_rng,
 )
+from models.clip import clip_rows
 
 __all__ = [
     "Accountant", "AccountantStateError", "Adjacency", "DpSgdStep", "GaussianRelease",

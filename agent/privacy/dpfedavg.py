@@ -62,7 +62,8 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.privacy.events import PoissonSampledGaussian
-from agent.privacy.mechanisms import clip_rows, gaussian_noise
+from agent.privacy.mechanisms import gaussian_noise
+from models.clip import clip_rows
 from protocol.errors import PrivacyError
 
 __all__ = [

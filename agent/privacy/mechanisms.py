@@ -51,6 +51,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from models.clip import clip_rows  # shared with the evaluators
 from protocol.errors import PrivacyError
 
 FloatArray = npt.NDArray[np.floating]
@@ -64,27 +65,6 @@ def secure_rng() -> np.random.Generator:
 def _check_positive(name: str, value: float) -> None:
     if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
         raise PrivacyError(f"{name} must be a finite number > 0, got {value!r}")
-
-
-def clip_rows(a: npt.ArrayLike, *, clip_norm: float) -> FloatArray:
-    """Scale every row (axis 0 = record) so its flattened L2 norm is at most ``clip_norm``.
-
-    Rows already inside the ball, including all-zero rows, are returned unchanged.
-    Non-finite inputs are rejected: a NaN row has no norm to bound.
-    """
-    _check_positive("clip_norm", clip_norm)
-    arr = np.asarray(a, dtype=np.float64)
-    if arr.ndim < 1:
-        raise PrivacyError("clip_rows needs an array with a record axis (ndim >= 1)")
-    if not np.all(np.isfinite(arr)):
-        raise PrivacyError("clip_rows: input contains NaN or Inf")
-    flat = arr.reshape(arr.shape[0], -1)
-    norms = np.linalg.norm(flat, axis=1)
-    scale = np.ones_like(norms)
-    over = norms > clip_norm
-    scale[over] = clip_norm / norms[over]
-    out: FloatArray = (flat * scale[:, None]).reshape(arr.shape)
-    return out
 
 
 def gaussian_noise(

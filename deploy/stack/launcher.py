@@ -72,12 +72,12 @@ from deploy.stack.plan import DevicePlan, StackOptions, StackPlan, make_plan
 from deploy.stack.procs import Child, ProcessGroup, StackError, listen_port, port_open, wait_until
 from deploy.stack.supervise import RestartEvent, RestartPolicy
 from deploy.stack.tsfile import write_ts
-from ledger_node.client import LedgerClient
-from ledger_node.genesis import write_genesis_with_keys
 from models.data import default_window
 from models.datasets.ucr import TsDataset, load_split
 from models.manifest import Manifest, artifact_dir, list_artifacts, load_manifest
 from protocol.errors import SplitfedError
+from protocol.ledger.genesis import write_genesis_with_keys
+from service.ledger_client import LedgerClient
 
 log = logging.getLogger(__name__)
 

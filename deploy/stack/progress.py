@@ -24,13 +24,13 @@ from deploy.stack.configs import vote_quorum
 from deploy.stack.plan import StackPlan
 from deploy.stack.procs import Child, StackError
 from deploy.stack.supervise import failed
-from ledger_node.tx import decode_tx
 from protocol.errors import LedgerError
+from protocol.ledger.tx import decode_tx
 
 if TYPE_CHECKING:
     from deploy.stack.launcher import StackRun
-    from ledger_node.genesis import Genesis
     from models.manifest import Manifest
+    from protocol.ledger.genesis import Genesis
 
 __all__ = ["Watcher", "finish", "summarise"]
 

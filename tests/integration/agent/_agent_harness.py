@@ -20,8 +20,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -46,6 +44,7 @@ from protocol.messages import (
     seal,
 )
 from tests.integration.conftest import MQTT_ORG, MQTT_USERS
+from tests.integration.helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[3]
 AGENT_CLI = str(Path(sys.executable).parent / "splitfed-agent")
@@ -61,15 +60,6 @@ def _privacy_block(privacy: str) -> str:
         lines.append('labels = "public"')
     return "\n".join(lines)
 DEVICE = "dev1"
-
-
-def wait_for(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``pred`` until true; AssertionError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def pick_manifest() -> Manifest:

@@ -11,8 +11,7 @@ messages; forged gradients are rejected and counted.
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,18 +35,11 @@ from protocol.messages import (
     seal,
 )
 from tests.integration.conftest import MQTT_ORG, MQTT_USERS
+from tests.integration.helpers import wait_for
 
 pytestmark = pytest.mark.integration
 
 DEVICE = "dev1"
-
-
-def wait_for(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 class StandInServer:

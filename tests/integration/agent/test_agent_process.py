@@ -50,10 +50,10 @@ from tests.integration.agent._agent_harness import (
     simulated_sensor,
     spool_snapshot,
     tcp_capture_sensor,
-    wait_for,
     write_agent_files,
 )
 from tests.integration.conftest import MQTT_ORG, MQTT_USERS
+from tests.integration.helpers import wait_for
 
 pytestmark = pytest.mark.integration
 

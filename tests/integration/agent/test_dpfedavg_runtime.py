@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from agent.privacy.dpfedavg import DpFedAvgParams, dp_fedavg_round
-from agent.privacy.mechanisms import clip_rows
+from models.clip import clip_rows
 from models.full_runtime import FullRuntime
 from models.manifest import full_artifact_dir
 

@@ -16,10 +16,10 @@ import pytest
 from deploy.cli import main as splitfed
 from ledger_node.api import LedgerApi
 from ledger_node.cli import main as ledger_cli
-from ledger_node.client import LedgerClient
 from ledger_node.node import LedgerNode
 from ledger_node.solo import SoloOrderer
 from protocol.keys import save_signing_key
+from service.ledger_client import LedgerClient
 from tests.conftest import DATA_DIR
 from tests.unit.ledger_node.conftest import Consortium, make_consortium, session_body
 

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,18 +24,11 @@ from deploy.broker import BrokerLimits, MosquittoBroker, device_acl
 from protocol import topics
 from protocol.envelope import MAX_MQTT_PACKET, MAX_MQTT_PAYLOAD
 from tests.integration.conftest import MQTT_ORG, MQTT_USERS
+from tests.integration.helpers import wait_for
 
 pytestmark = pytest.mark.integration
 
 ALL = f"splitfed/v1/{MQTT_ORG}/#"
-
-
-def wait_for(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 class Client:

@@ -10,9 +10,8 @@ on the ledger with the Merkle root of exactly the accepted envelopes.
 from __future__ import annotations
 
 import threading
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +23,9 @@ import pytest
 from deploy.broker import MosquittoBroker
 from gateway.app import GatewayApp
 from gateway.config import parse_config
-from gateway.endorse import open_endorsement
-from gateway.mqtt_io import MqttSettings, PahoLink
-from ledger_node.api import LedgerApi
-from ledger_node.client import LedgerClient
-from ledger_node.node import LedgerNode
-from ledger_node.solo import SoloOrderer
 from models.manifest import Manifest, list_artifacts
 from protocol import envelope, topics
+from protocol.endorse import open_endorsement
 from protocol.keys import save_signing_key
 from protocol.merkle import merkle_root
 from protocol.messages import (
@@ -43,7 +37,11 @@ from protocol.messages import (
     decode_any,
     seal,
 )
-from tests.unit.ledger_node.conftest import Consortium, make_consortium, session_body
+from service.ledger_client import LedgerClient
+from service.link import PahoLink
+from service.mqtt import MqttSettings
+from tests.integration.helpers import wait_for
+from tests.unit.ledger_node.conftest import Consortium, session_body
 
 pytestmark = pytest.mark.integration
 ORG = "org1"
@@ -56,30 +54,8 @@ def _manifest() -> Manifest:
     return arts[0]
 
 
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[tuple[LedgerClient, Consortium]]:
-    c = make_consortium()
-    LedgerNode.init(tmp_path / "ledger", c.genesis)
-    node = LedgerNode(tmp_path / "ledger", validator_keys=c.validator_keys())
-    orderer = SoloOrderer(node, proposer="org1")
-    api = LedgerApi(node, orderer)
-    orderer.start()
-    api.start()
-    try:
-        yield LedgerClient(api.url, timeout=5), c
-    finally:
-        api.stop()
-        orderer.stop()
-        node.close()
-
-
 def _wait(pred: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    wait_for(pred, timeout, what)
 
 
 class Batches:

@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from ledger_node.client import LedgerClient
 from ledger_node.errors import LedgerError
+from service.ledger_client import LedgerClient
 
 REPO = Path(__file__).resolve().parents[3]
 

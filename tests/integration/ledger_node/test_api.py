@@ -9,18 +9,18 @@ from typing import Any
 import pytest
 
 from ledger_node.api import LedgerApi
-from ledger_node.client import LedgerClient
 from ledger_node.errors import (
     CertificateError,
     ChainIntegrityError,
     InvalidTransaction,
     NotFoundError,
 )
-from ledger_node.lightclient import verify_model_finalisation
 from ledger_node.node import LedgerNode
 from ledger_node.solo import SoloOrderer
 from ledger_node.sync import catch_up_from_peer
 from ledger_node.verify import verify_chain
+from protocol.ledger.lightclient import verify_model_finalisation
+from service.ledger_client import LedgerClient
 from tests.unit.ledger_node.conftest import H1, H2, H3, Consortium, make_consortium, session_body
 
 

@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 
 from ledger_node.api import HttpSettings, LedgerApi
-from ledger_node.client import LedgerClient
-from ledger_node.codec import MAX_TX_BYTES
 from ledger_node.node import LedgerNode
-from ledger_node.retry import NO_RETRY
 from ledger_node.solo import SoloOrderer
+from protocol.ledger_msgs import MAX_TX_BYTES
+from service.ledger_client import LedgerClient
+from service.retry import NO_RETRY
 from tests.unit.ledger_node.conftest import Consortium, make_consortium
 
 from ._http import address, get, raw_request, read_response

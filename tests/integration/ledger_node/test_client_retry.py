@@ -11,12 +11,12 @@ import pytest
 
 from ledger_node.api import LedgerApi
 from ledger_node.cli import main
-from ledger_node.client import LedgerClient
 from ledger_node.errors import OrderingError
 from ledger_node.node import LedgerNode
-from ledger_node.retry import NO_RETRY, RetryPolicy
 from ledger_node.solo import SoloOrderer
 from protocol.keys import load_signing_key
+from service.ledger_client import LedgerClient
+from service.retry import NO_RETRY, RetryPolicy
 from tests.unit.ledger_node.conftest import Consortium, make_consortium
 
 from ._proc import NodeProcess, write_config

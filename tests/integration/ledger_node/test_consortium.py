@@ -21,16 +21,22 @@ import nacl.signing
 import pytest
 
 from deploy.etcd import EtcdCluster
-from ledger_node.block import Header, decode_header, quorum, sign_header, verify_header_signature
-from ledger_node.codec import dumps, sha256
 from ledger_node.errors import LedgerError
 from ledger_node.etcd_client import EtcdClient
-from ledger_node.genesis import load_genesis, write_genesis_with_keys
 from ledger_node.node import LedgerNode
-from ledger_node.registration import make_registration_request
-from ledger_node.tx import make_tx
 from ledger_node.verify import verify_chain
 from protocol.keys import load_signing_key
+from protocol.ledger.block import (
+    Header,
+    decode_header,
+    quorum,
+    sign_header,
+    verify_header_signature,
+)
+from protocol.ledger.codec import dumps, sha256
+from protocol.ledger.genesis import load_genesis, write_genesis_with_keys
+from protocol.ledger.registration import make_registration_request
+from protocol.ledger.tx import make_tx
 
 from ._proc import NodeProcess, write_config
 

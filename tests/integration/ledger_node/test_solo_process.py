@@ -11,9 +11,9 @@ import pytest
 
 from ledger_node.cli import main
 from ledger_node.errors import OrderingError
-from ledger_node.registration import make_registration_request
-from ledger_node.tx import make_tx
 from protocol.keys import load_signing_key
+from protocol.ledger.registration import make_registration_request
+from protocol.ledger.tx import make_tx
 
 from ._proc import NodeProcess, write_config
 

@@ -17,7 +17,7 @@ import threading
 import urllib.parse
 
 from ledger_node.errors import LedgerError
-from ledger_node.tx import decode_tx
+from protocol.ledger.tx import decode_tx
 
 __all__ = ["ResetVoteProxy"]
 

@@ -21,7 +21,6 @@ import numpy as np
 from deploy.broker import MosquittoBroker
 from gateway.app import GatewayApp
 from gateway.config import parse_config as gateway_config
-from ledger_node.client import LedgerClient
 from models.data import WindowConfig, load_windows
 from protocol import topics
 from protocol.keys import save_signing_key
@@ -30,6 +29,7 @@ from server.app import ServerApp
 from server.cli import main as server_main
 from server.config import parse_config as server_config
 from server.core import Phase
+from service.ledger_client import LedgerClient
 from tests.integration.server.test_two_orgs_training import _GW_KEYS, Device, _manifest, _wait
 from tests.unit.ledger_node.conftest import Consortium
 

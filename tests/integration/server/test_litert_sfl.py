@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.evaluate import HeldOutEvaluator
-from gateway.fedavg import WeightedUpdate, fedavg
 from models.data import WindowConfig, load_windows
+from models.evaluate import HeldOutEvaluator
+from models.fedavg import WeightedUpdate, fedavg
 from models.manifest import Manifest, list_artifacts
 from models.runtime import ClientRuntime, ServerRuntime
 from server.sfl import SflMode, SplitTrainer

@@ -7,43 +7,23 @@ ends with the session done and counts the txs the contract marked invalid.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from deploy.broker import MosquittoBroker
-from ledger_node.api import LedgerApi
-from ledger_node.client import LedgerClient
-from ledger_node.node import LedgerNode
-from ledger_node.solo import SoloOrderer
-from ledger_node.tx import decode_tx
+from protocol.ledger.tx import decode_tx
 from protocol.messages import weights_digest
 from server.app import ServerApp
 from server.core import Phase
 from server.state import load_finalised
+from service.ledger_client import LedgerClient
 from tests.integration.server._reset_proxy import ResetVoteProxy
 from tests.integration.server._training import Stack
-from tests.unit.ledger_node.conftest import Consortium, make_consortium
+from tests.unit.ledger_node.conftest import Consortium
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[tuple[LedgerClient, Consortium]]:
-    c = make_consortium()
-    LedgerNode.init(tmp_path / "ledger", c.genesis)
-    node = LedgerNode(tmp_path / "ledger", validator_keys=c.validator_keys())
-    orderer = SoloOrderer(node, proposer="org1")
-    api = LedgerApi(node, orderer)
-    orderer.start()
-    api.start()
-    try:
-        yield LedgerClient(api.url, timeout=5), c
-    finally:
-        api.stop()
-        orderer.stop()
-        node.close()
 
 
 def _stop_after_proposing(

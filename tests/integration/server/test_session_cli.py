@@ -2,38 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ledger_node.api import LedgerApi
-from ledger_node.client import LedgerClient
-from ledger_node.node import LedgerNode
-from ledger_node.solo import SoloOrderer
 from models.manifest import list_artifacts
 from protocol.keys import generate_signing_key, save_signing_key
 from server.cli import main
-from tests.unit.ledger_node.conftest import Consortium, make_consortium
+from service.ledger_client import LedgerClient
+from tests.unit.ledger_node.conftest import Consortium
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[tuple[LedgerClient, Consortium]]:
-    c = make_consortium()
-    LedgerNode.init(tmp_path / "ledger", c.genesis)
-    node = LedgerNode(tmp_path / "ledger", validator_keys=c.validator_keys())
-    orderer = SoloOrderer(node, proposer="org1")
-    api = LedgerApi(node, orderer)
-    orderer.start()
-    api.start()
-    try:
-        yield LedgerClient(api.url, timeout=5), c
-    finally:
-        api.stop()
-        orderer.stop()
-        node.close()
 
 
 def _write(tmp_path: Path, url: str, chain: str, key: Path, **session: object) -> Path:

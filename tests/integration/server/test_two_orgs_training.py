@@ -14,28 +14,23 @@ import dataclasses
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from agent.privacy.mechanisms import clip_rows
 from deploy.broker import MosquittoBroker
 from gateway.app import GatewayApp
 from gateway.config import parse_config as gateway_config
-from gateway.mqtt_io import MqttSettings, PahoLink
-from ledger_node.api import LedgerApi
-from ledger_node.client import LedgerClient
-from ledger_node.lightclient import verify_model_finalisation
-from ledger_node.node import LedgerNode
-from ledger_node.solo import SoloOrderer
+from models.clip import clip_rows
 from models.data import WindowConfig, load_windows
 from models.manifest import Manifest, list_artifacts
 from models.runtime import ClientRuntime
 from protocol import topics
 from protocol.keys import save_signing_key
+from protocol.ledger.lightclient import verify_model_finalisation
 from protocol.messages import (
     ActivationBatch,
     ClientWeights,
@@ -52,7 +47,11 @@ from server.app import ServerApp
 from server.cli import main as server_main
 from server.config import parse_config as server_config
 from server.core import Phase
-from tests.unit.ledger_node.conftest import Consortium, make_consortium
+from service.ledger_client import LedgerClient
+from service.link import PahoLink
+from service.mqtt import MqttSettings
+from tests.integration.helpers import wait_for
+from tests.unit.ledger_node.conftest import Consortium
 
 pytestmark = pytest.mark.integration
 ORGS = ("org1", "org2")
@@ -67,30 +66,8 @@ def _manifest() -> Manifest:
     return arts[0]
 
 
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[tuple[LedgerClient, Consortium]]:
-    c = make_consortium()
-    LedgerNode.init(tmp_path / "ledger", c.genesis)
-    node = LedgerNode(tmp_path / "ledger", validator_keys=c.validator_keys())
-    orderer = SoloOrderer(node, proposer="org1")
-    api = LedgerApi(node, orderer)
-    orderer.start()
-    api.start()
-    try:
-        yield LedgerClient(api.url, timeout=5), c
-    finally:
-        api.stop()
-        orderer.stop()
-        node.close()
-
-
 def _wait(pred: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+    wait_for(pred, timeout, what)
 
 
 class Device:

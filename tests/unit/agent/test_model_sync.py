@@ -21,11 +21,10 @@ import numpy as np
 import pytest
 
 from agent.model_sync import ModelGate, ModelRejectedError
-from ledger_node.block import sign_header
-from ledger_node.lightclient import ProofBundle
 from ledger_node.node import LedgerNode
-from ledger_node.tx import decode_tx
 from protocol.errors import ModelError, SplitfedError
+from protocol.ledger.block import sign_header
+from protocol.ledger.tx import decode_tx
 from protocol.messages import LedgerProof, ModelAnnouncement, weights_digest
 from tests.unit.ledger_node.conftest import (
     H1,
@@ -78,7 +77,7 @@ class Chain:
         return _wire(self.node.proof(txid))
 
 
-def _wire(p: ProofBundle) -> LedgerProof:
+def _wire(p: LedgerProof) -> LedgerProof:
     return LedgerProof(chain_id=p.chain_id, height=p.height, header=p.header,
                        certificate=p.certificate, tx=p.tx, leaf_index=p.leaf_index,
                        tree_size=p.tree_size, audit_path=p.audit_path)

@@ -7,9 +7,9 @@ import pytest
 
 from agent.config import PrivacySection
 from agent.privacy.events import DpSgdStep, GaussianRelease, LabelRelease
-from agent.privacy.mechanisms import clip_rows
 from agent.records import Batch
 from agent.trainer import ClientTrainer
+from models.clip import clip_rows
 from models.manifest import list_artifacts
 from models.runtime import ClientRuntime
 from protocol.errors import BudgetExceeded

@@ -13,9 +13,9 @@ from audit.report import audit_report_tx_body, load_report, write_report
 from deploy.cli import main as splitfed
 from ledger_node.cli import main as ledger_cli
 from ledger_node.node import LedgerNode
-from ledger_node.tx import decode_tx
 from ledger_node.verify import verify_chain
 from protocol.keys import public_key_hex
+from protocol.ledger.tx import decode_tx
 from tests.unit.ledger_node.conftest import Consortium, make_consortium, session_body
 
 VERDICT = {"reported_epsilon": 0.3, "delta": 1e-5, "confidence": 0.95,

@@ -50,8 +50,18 @@ def _service(unit: Path) -> dict[str, list[str]]:
     return out
 
 
+# sd_notify is shared code (service.notify, service.lifecycle): a package notifies when its
+# code sends the datagram itself or calls the shared notifier
+_READY = ("READY=1", "notifier.ready(", "serve(app")
+_WATCHDOG = ("WATCHDOG=1", "notifier.watchdog(", "_watchdog.tick(")
+
+
+def _code(package: str) -> list[str]:
+    return [p.read_text() for p in (REPO / package).rglob("*.py")]
+
+
 def _sends_ready(package: str) -> bool:
-    return any("READY=1" in p.read_text() for p in (REPO / package).rglob("*.py"))
+    return any(m in text for text in _code(package) for m in _READY)
 
 
 def test_every_service_has_a_unit() -> None:
@@ -80,7 +90,7 @@ def test_type_matches_what_the_service_does(unit: Path) -> None:
     if _sends_ready(package):
         assert kind == "notify", f"{package} sends READY=1: use Type=notify + WatchdogSec"
         assert s["Service.NotifyAccess"] == ["main"] and "Service.WatchdogSec" in s
-        assert any("WATCHDOG=1" in p.read_text() for p in (REPO / package).rglob("*.py"))
+        assert any(m in text for text in _code(package) for m in _WATCHDOG)
     else:
         assert kind == "exec" and "Service.WatchdogSec" not in s
         assert "does not send sd_notify" in unit.read_text()  # the reason is stated

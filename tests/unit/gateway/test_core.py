@@ -7,15 +7,14 @@ from pathlib import Path
 import nacl.signing
 import numpy as np
 
-from gateway.core import GatewayCore, Publish, SubmitRecord
-from gateway.endorse import gateway_kid, open_endorsement
+from gateway.core import GatewayCore, SubmitRecord
 from gateway.journal import SqliteJournal
-from gateway.metrics import MetricsRegistry
 from gateway.ratelimit import LogLimiter
-from gateway.registry import CachedRegistry, DeviceInfo, StaticRegistry
 from gateway.rounds import InMemoryJournal, RoundJournal
 from gateway.verify import AdmissionPipeline
 from protocol import topics
+from protocol.effects import Publish
+from protocol.endorse import gateway_kid, open_endorsement
 from protocol.messages import (
     ClientWeights,
     Command,
@@ -26,6 +25,8 @@ from protocol.messages import (
     weights_digest,
 )
 from protocol.replay import ReplayGuard
+from service.metrics import MetricsRegistry
+from service.registry import CachedRegistry, DeviceInfo, StaticRegistry
 
 from . import _fixtures as fx
 

@@ -5,9 +5,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.registry import CachedRegistry, DeviceInfo, StaticRegistry
 from gateway.verify import Accepted, AdmissionPipeline, Duplicate, Rejected, RejectReason
 from protocol.replay import ReplayGuard
+from service.registry import CachedRegistry, DeviceInfo, StaticRegistry
 
 from . import _fixtures as fx
 

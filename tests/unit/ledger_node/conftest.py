@@ -10,11 +10,11 @@ from typing import Any
 import nacl.signing
 import pytest
 
-from ledger_node.genesis import Genesis, OrgSpec
 from ledger_node.node import LedgerNode
-from ledger_node.registration import make_registration_request
-from ledger_node.tx import make_tx
 from protocol.keys import public_key_hex
+from protocol.ledger.genesis import Genesis, OrgSpec
+from protocol.ledger.registration import make_registration_request
+from protocol.ledger.tx import make_tx
 
 ORGS = ("org1", "org2", "org3")
 H1 = "11" * 32

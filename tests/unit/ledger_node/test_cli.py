@@ -9,9 +9,9 @@ import nacl.signing
 import pytest
 
 from ledger_node.cli import main
-from ledger_node.registration import make_registration_request, verify_registration_request
-from ledger_node.tx import decode_tx
 from protocol.keys import save_signing_key
+from protocol.ledger.registration import make_registration_request, verify_registration_request
+from protocol.ledger.tx import decode_tx
 
 
 def test_make_tx_embeds_file_bytes(tmp_path: Path) -> None:

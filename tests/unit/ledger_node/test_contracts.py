@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from ledger_node.executor import execute_block
 from ledger_node.node import LedgerNode
-from ledger_node.registration import make_registration_request
-from ledger_node.tx import TX_KINDS
+from protocol.ledger.registration import make_registration_request
+from protocol.ledger.tx import TX_KINDS
 
 from .conftest import H1, H2, H3, Consortium, session_body
 

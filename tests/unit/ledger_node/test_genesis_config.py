@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from ledger_node.block import max_faulty, quorum
 from ledger_node.config import load_config, parse_config
-from ledger_node.genesis import Genesis, load_genesis, write_genesis_with_keys
 from protocol.errors import ConfigError
+from protocol.ledger.block import max_faulty, quorum
+from protocol.ledger.genesis import Genesis, load_genesis, write_genesis_with_keys
 
 
 @pytest.mark.parametrize(("n", "f", "q"), [(1, 0, 1), (2, 0, 2), (3, 0, 2), (4, 1, 3),

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import nacl.signing
 
-from ledger_node.block import quorum
 from ledger_node.node import LedgerNode
 from protocol.keys import public_key_hex
+from protocol.ledger.block import quorum
 
 from .conftest import Consortium, session_body
 

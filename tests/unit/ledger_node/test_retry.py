@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from ledger_node.errors import NotFoundError, OrderingError
-from ledger_node.retry import NO_RETRY, RetryPolicy, TransientError, call_with_retry
+from service.retry import NO_RETRY, RetryPolicy, TransientError, call_with_retry
 
 
 class FakeTime:

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger_node.errors import InvalidTransaction
-from ledger_node.registration import make_registration_request, verify_registration_request
-from ledger_node.tx import decode_tx, make_tx
+from protocol.ledger.registration import make_registration_request, verify_registration_request
+from protocol.ledger.tx import decode_tx, make_tx
 
 KEY = nacl.signing.SigningKey(b"\x01" * 32)
 

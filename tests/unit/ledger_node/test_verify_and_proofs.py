@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from ledger_node.errors import CertificateError, ChainIntegrityError, InvalidTransaction
-from ledger_node.lightclient import verify_model_finalisation, verify_proof
 from ledger_node.node import DB_NAME, LedgerNode
-from ledger_node.tx import decode_tx
 from ledger_node.verify import verify_chain
+from protocol.ledger.lightclient import verify_model_finalisation, verify_proof
+from protocol.ledger.tx import decode_tx
 
 from .conftest import H1, H2, H3, Consortium, session_body
 
@@ -91,7 +91,7 @@ def test_finalisation_proof_for_light_client(node: LedgerNode, consortium: Conso
 
 
 def test_double_signing_is_evidence(node: LedgerNode, consortium: Consortium) -> None:
-    from ledger_node.block import Header, sign_header
+    from protocol.ledger.block import Header, sign_header
 
     _build(node, consortium)
     real = node.header_bytes(3)

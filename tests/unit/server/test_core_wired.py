@@ -9,14 +9,13 @@ import nacl.signing
 import numpy as np
 import pytest
 
-from gateway.core import Announce, GatewayCore, Publish, SubmitRecord
-from gateway.metrics import MetricsRegistry
+from gateway.core import Announce, GatewayCore, SubmitRecord
 from gateway.policy import ModelSpec, SessionPolicy
 from gateway.ratelimit import LogLimiter
-from gateway.registry import CachedRegistry, DeviceInfo, StaticRegistry
 from gateway.rounds import InMemoryJournal
 from gateway.verify import AdmissionPipeline
 from protocol import topics
+from protocol.effects import Publish
 from protocol.keys import public_key_hex
 from protocol.messages import (
     ActivationBatch,
@@ -36,6 +35,8 @@ from server.core import MAX_EMPTY_EXTENSIONS, Phase, ServerCore, SessionPlan, Su
 from server.proposals import ProposalStatus
 from server.round_policy import RoundPolicy
 from server.sfl import SflMode, SplitTrainer
+from service.metrics import MetricsRegistry
+from service.registry import CachedRegistry, DeviceInfo, StaticRegistry
 
 from .test_server_logic import FakeHalf
 

@@ -5,8 +5,9 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from gateway.errors import AggregationError
+from models.fedavg import AggregationError
 from protocol.errors import ConfigError
+from protocol.vote import vote_decision
 from server.aggregate import GroupAggregate, aggregate_groups
 from server.errors import UnknownGroupError
 from server.proposals import (
@@ -14,7 +15,6 @@ from server.proposals import (
     ProposalStatus,
     next_version,
     proposal_status,
-    vote_decision,
 )
 from server.round_policy import CloseReason, RoundPolicy, RoundTracker
 from server.sfl import SflMode, SplitTrainer

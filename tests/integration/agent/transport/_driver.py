@@ -22,7 +22,6 @@ import nacl.signing
 import numpy as np
 
 from agent.mqtt import MqttConfig, PahoPublisher
-from agent.notify import SystemdNotifier
 from agent.outbox import Outbox
 from agent.privacy import Accountant, GaussianRelease, privatize_activations, secure_rng
 from agent.spool import Spool
@@ -30,6 +29,7 @@ from protocol import topics
 from protocol.errors import BudgetExceeded
 from protocol.messages import seal
 from protocol.training import ActivationBatch, DpParams
+from service.notify import SystemdNotifier
 
 
 def main(argv: list[str]) -> int:

@@ -14,7 +14,8 @@ import pytest
 
 from agent.privacy import analytic_gaussian_epsilon
 from deploy.broker import MosquittoBroker
-from tests.integration.agent.transport._helpers import Subscriber, finish, start_driver, wait_for
+from tests.integration.agent.transport._helpers import Subscriber, finish, start_driver
+from tests.integration.helpers import wait_for
 
 pytestmark = pytest.mark.integration
 

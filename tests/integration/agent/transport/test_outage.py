@@ -16,8 +16,9 @@ from agent.privacy import Accountant, GaussianRelease
 from agent.spool import Spool
 from deploy.broker import MosquittoBroker
 from protocol import envelope, topics
-from tests.integration.agent.transport._helpers import Subscriber, wait_for
+from tests.integration.agent.transport._helpers import Subscriber
 from tests.integration.conftest import MQTT_ORG, MQTT_USERS
+from tests.integration.helpers import wait_for
 
 pytestmark = pytest.mark.integration
 

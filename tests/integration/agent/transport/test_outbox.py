@@ -101,7 +101,7 @@ def test_reset_privacy_state_is_refused(tmp_path: Path) -> None:
 def test_mqtt_config_reports_every_problem() -> None:
     with pytest.raises(ConfigError) as info:
         MqttConfig(host="", port=0, org="acme", device="a/b", password_file=Path("x"),
-                   certfile=Path("c"), max_inflight=0)
+                   cert_file=Path("c"), max_inflight=0)
     assert len(info.value.problems) >= 5
     ok = MqttConfig(host="broker", org="acme", device="dev1")
     assert ok.effective_client_id == "acme.dev1" and ok.port == 8883

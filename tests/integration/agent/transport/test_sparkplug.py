@@ -21,7 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.mqtt import MqttConfig, PahoPublisher
 from agent.spool import Spool
 from deploy.broker import MosquittoBroker
-from tests.integration.agent.transport._helpers import wait_for
+from tests.integration.helpers import wait_for
 
 pytestmark = pytest.mark.integration
 

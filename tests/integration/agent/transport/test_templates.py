@@ -15,7 +15,8 @@ from agent.mqtt import MqttConfig, PahoPublisher
 from agent.spool import Spool
 from deploy.broker import free_port, make_local_pki
 from protocol import topics
-from tests.integration.agent.transport._helpers import REPO, wait_for
+from tests.integration.agent.transport._helpers import REPO
+from tests.integration.helpers import wait_for
 
 pytestmark = [
     pytest.mark.integration,
@@ -62,8 +63,8 @@ def test_production_config_tls_password_and_acl(tmp_path: Path,
     (tmp_path / "pw").write_text("dev1-pw\n")
     spool = Spool(tmp_path / "spool.db")
     cfg = MqttConfig(host="127.0.0.1", port=port, org="acme", device="dev1", username="dev1",
-                     password_file=tmp_path / "pw", ca_certs=etc / "ca.crt",
-                     certfile=etc / "dev1.crt", keyfile=etc / "dev1.key",
+                     password_file=tmp_path / "pw", ca_file=etc / "ca.crt",
+                     cert_file=etc / "dev1.crt", key_file=etc / "dev1.key",
                      backoff_initial=0.05, backoff_max=0.3)
     pub = PahoPublisher(cfg, spool)
     try:

@@ -14,8 +14,8 @@ from agent.privacy import Accountant, GaussianRelease
 from agent.spool import Spool
 from deploy.broker import MosquittoBroker, device_acl, make_local_pki
 from protocol import topics
-from tests.integration.agent.transport._helpers import wait_for
 from tests.integration.conftest import MQTT_ORG, MQTT_USERS
+from tests.integration.helpers import wait_for
 
 pytestmark = [
     pytest.mark.integration,
@@ -38,7 +38,7 @@ def test_tls_client_cert_publish_and_untrusted_ca_refused(
     pki = make_local_pki(tmp_path / "pki", clients=("dev1",))
     broker = mosquitto_factory(users=MQTT_USERS, acl=device_acl(MQTT_ORG), tls=pki.server)
     cert, key = pki.clients["dev1"]
-    pub, spool = _device(tmp_path, broker, ca_certs=pki.ca, certfile=cert, keyfile=key)
+    pub, spool = _device(tmp_path, broker, ca_file=pki.ca, cert_file=cert, key_file=key)
     acc = Accountant(epsilon_budget=100.0, delta=1e-5, state_path=tmp_path / "p.json")
     try:
         outbox = Outbox(acc, spool, pub)
@@ -55,8 +55,8 @@ def test_tls_client_cert_publish_and_untrusted_ca_refused(
     # a client that trusts another CA must not connect (server authentication works)
     other = make_local_pki(tmp_path / "other")
     (tmp_path / "second").mkdir()
-    pub2, spool2 = _device(tmp_path / "second", broker, ca_certs=other.ca, certfile=cert,
-                           keyfile=key)
+    pub2, spool2 = _device(tmp_path / "second", broker, ca_file=other.ca, cert_file=cert,
+                           key_file=key)
     try:
         pub2.start()
         wait_for(lambda: pub2.stats.connect_failures >= 1, 15, "TLS failure")

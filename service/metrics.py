@@ -1,7 +1,7 @@
 """Prometheus text exposition (format 0.0.4) for counters and gauges.
 
 Pure: a :class:`MetricsRegistry` holds values and renders text; the HTTP
-endpoint lives in :mod:`gateway.metrics_http`. Thread-safe: one lock guards
+endpoint lives in :mod:`service.metrics_http`. Thread-safe: one lock guards
 every update and the rendering, so the MQTT thread and the HTTP thread can
 share a registry.
 """

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ledger_node.codec import dumps, sha256
 from protocol.errors import ConfigError
 from protocol.keys import generate_signing_key, public_key_hex, save_signing_key
+from protocol.ledger.codec import dumps, sha256
 
 __all__ = ["Genesis", "OrgSpec", "load_genesis", "write_genesis_with_keys"]
 
@@ -96,12 +96,18 @@ class Genesis:
 
     def to_json_obj(self) -> dict[str, Any]:
         return {
-            "chain_id": self.chain_id, "time_ms": self.time_ms,
-            "orgs": [{"id": o.id, "admin": o.admin, "validator": o.validator,
-                      "gateway": o.gateway} for o in self.orgs],
+            "chain_id": self.chain_id,
+            "time_ms": self.time_ms,
+            "orgs": [
+                {"id": o.id, "admin": o.admin, "validator": o.validator, "gateway": o.gateway}
+                for o in self.orgs
+            ],
             "server": self.server,
-            "ordering": {"kind": self.ordering, "block_max_txs": self.block_max_txs,
-                         "block_max_ms": self.block_max_ms},
+            "ordering": {
+                "kind": self.ordering,
+                "block_max_txs": self.block_max_txs,
+                "block_max_ms": self.block_max_ms,
+            },
         }
 
     @classmethod
@@ -109,10 +115,19 @@ class Genesis:
         try:
             ordering = obj.get("ordering", {})
             return cls(
-                chain_id=obj["chain_id"], time_ms=int(obj.get("time_ms", 0)),
-                orgs=tuple(OrgSpec(id=o["id"], admin=o["admin"], validator=o.get("validator"),
-                                   gateway=o.get("gateway")) for o in obj["orgs"]),
-                server=obj.get("server"), ordering=ordering.get("kind", "solo"),
+                chain_id=obj["chain_id"],
+                time_ms=int(obj.get("time_ms", 0)),
+                orgs=tuple(
+                    OrgSpec(
+                        id=o["id"],
+                        admin=o["admin"],
+                        validator=o.get("validator"),
+                        gateway=o.get("gateway"),
+                    )
+                    for o in obj["orgs"]
+                ),
+                server=obj.get("server"),
+                ordering=ordering.get("kind", "solo"),
                 block_max_txs=int(ordering.get("block_max_txs", 100)),
                 block_max_ms=int(ordering.get("block_max_ms", 200)),
             )
@@ -129,8 +144,12 @@ class Genesis:
             "validators": {o.id: o.validator for o in self.orgs if o.validator},
         }
         for o in self.orgs:
-            state[f"org/{o.id}"] = {"admin": o.admin, "validator": o.validator,
-                                   "gateway": o.gateway, "added_height": 0}
+            state[f"org/{o.id}"] = {
+                "admin": o.admin,
+                "validator": o.validator,
+                "gateway": o.gateway,
+                "added_height": 0,
+            }
             state[f"id/{o.id}/admin"] = o.admin
             if o.validator:
                 state[f"id/{o.id}/validator"] = o.validator
@@ -150,8 +169,14 @@ def load_genesis(path: str | Path) -> Genesis:
 
 
 def write_genesis_with_keys(
-    out_dir: str | Path, *, chain_id: str, org_ids: Sequence[str], ordering: str = "solo",
-    block_max_txs: int = 100, block_max_ms: int = 200, time_ms: int = 0,
+    out_dir: str | Path,
+    *,
+    chain_id: str,
+    org_ids: Sequence[str],
+    ordering: str = "solo",
+    block_max_txs: int = 100,
+    block_max_ms: int = 200,
+    time_ms: int = 0,
     validators: Sequence[str] | None = None,
 ) -> Genesis:
     """Generate keys for every org role and the server; write ``genesis.json``.
@@ -173,12 +198,24 @@ def write_genesis_with_keys(
             k = generate_signing_key()
             save_signing_key(k, keys / f"{org}-{role}.key")
             pubs[role] = public_key_hex(k)
-        orgs.append(OrgSpec(id=org, admin=str(pubs["admin"]), validator=pubs["validator"],
-                            gateway=pubs["gateway"]))
+        orgs.append(
+            OrgSpec(
+                id=org,
+                admin=str(pubs["admin"]),
+                validator=pubs["validator"],
+                gateway=pubs["gateway"],
+            )
+        )
     server = generate_signing_key()
     save_signing_key(server, keys / "server.key")
-    g = Genesis(chain_id=chain_id, time_ms=time_ms, orgs=tuple(orgs),
-                server=public_key_hex(server), ordering=ordering,
-                block_max_txs=block_max_txs, block_max_ms=block_max_ms)
+    g = Genesis(
+        chain_id=chain_id,
+        time_ms=time_ms,
+        orgs=tuple(orgs),
+        server=public_key_hex(server),
+        ordering=ordering,
+        block_max_txs=block_max_txs,
+        block_max_ms=block_max_ms,
+    )
     (out / "genesis.json").write_text(json.dumps(g.to_json_obj(), indent=2) + "\n")
     return g

@@ -1,12 +1,12 @@
 """Device registry view for admission: which key may publish as which device.
 
 The ledger is the source of truth (device register / revoke txs). The
-gateway asks it through the :class:`DeviceRegistry` role and keeps a
-:class:`CachedRegistry` in front: answers (positive *and* negative, so a
+gateway and the server ask it through the :class:`DeviceRegistry` role and
+keep a :class:`CachedRegistry` in front: answers (positive *and* negative, so a
 flood of unknown key ids cannot hammer the ledger API) are kept until the
 ledger height moves, and :meth:`CachedRegistry.on_block` drops them all on
 every new block. A revocation therefore takes effect at the first message
-checked after the gateway has seen the block that carries it.
+checked after the process has seen the block that carries it.
 Pure apart from the injected registry; not thread-safe (one admission thread).
 """
 

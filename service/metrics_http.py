@@ -11,8 +11,8 @@ import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from gateway.metrics import MetricsRegistry
 from protocol.errors import TransportError
+from service.metrics import MetricsRegistry
 
 __all__ = ["MetricsServer"]
 
@@ -51,7 +51,7 @@ class MetricsServer:
             raise TransportError(f"cannot bind metrics endpoint {host}:{port}: {exc}") from exc
         self._server.daemon_threads = True
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="gateway-metrics-http", daemon=True
+            target=self._server.serve_forever, name="metrics-http", daemon=True
         )
         self._thread.start()
 

@@ -1,11 +1,11 @@
 """FedAvg: the sample-weighted mean of weight lists (McMahan et al. 2017, Alg. 1).
 
-Pure. Used by the gateway for its group's client halves and by the server for
-the cross-group average. Every input is checked before any arithmetic: same
-number of tensors, same shapes, all finite, positive sample counts. The mean
-is computed in float64 and returned in the first update's dtypes, so the
-result does not depend on the order updates arrived in beyond float64
-rounding.
+Pure. Used by the gateway for its group's client halves, by the server for
+the cross-group average and by the server's split trainer. Every input is
+checked before any arithmetic: same number of tensors, same shapes, all
+finite, positive sample counts. The mean is computed in float64 and returned
+in the first update's dtypes, so the result does not depend on the order
+updates arrived in beyond float64 rounding.
 """
 
 from __future__ import annotations
@@ -15,9 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gateway.errors import AggregationError
+from protocol.errors import SplitfedError
 
-__all__ = ["WeightedUpdate", "check_weights", "fedavg"]
+__all__ = ["AggregationError", "WeightedUpdate", "check_weights", "fedavg"]
+
+
+class AggregationError(SplitfedError):
+    """Weights to average disagree in count or shape, are non-finite, or have no samples."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.notify import SystemdNotifier
+from service.notify import SystemdNotifier
 
 REPO = Path(__file__).resolve().parents[3]
 UNIT = REPO / "deploy" / "systemd" / "splitfed-agent.service"

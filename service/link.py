@@ -1,7 +1,9 @@
-"""MQTT 5 link for the gateway and the server (paho-mqtt 2.2 adapter).
+"""MQTT 5 subscribe/publish link of the gateway and the server (paho-mqtt 2.2 adapter).
 
-One paho client, persistent session (``clean_start=False`` + session expiry,
-so the broker queues QoS 1 messages while the process restarts), QoS 1
+One paho client built by :func:`service.mqtt.make_client` (TCP_NODELAY, TLS fd
+fix, jittered reconnect in paho's threaded loop), persistent session
+(``clean_start=False`` + session expiry, so the broker queues QoS 1 messages
+while the process restarts), QoS 1
 subscriptions, and *manual* acknowledgement: a received message is put on an
 in-process queue and PUBACKed only after the application handled it
 (:meth:`PahoLink.ack`), i.e. after the round journal was written. A crash
@@ -15,53 +17,19 @@ from __future__ import annotations
 
 import logging
 import queue
-import ssl
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from agent.mqtt import tcp_no_delay
-from protocol.errors import ConfigError, TransportError
+from protocol.errors import TransportError
+from service.mqtt import MqttSettings, connect_properties, make_client
 
-__all__ = ["Inbound", "MqttSettings", "PahoLink"]
+__all__ = ["Inbound", "PahoLink"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MqttSettings:
-    """Broker connection; secrets are file paths, never values."""
-
-    host: str = "127.0.0.1"
-    port: int = 1883
-    client_id: str
-    username: str | None = None
-    password_file: Path | None = None
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    keepalive: int = 30
-    session_expiry: int = 3600
-
-    def __post_init__(self) -> None:
-        problems = []
-        if not 0 < self.port < 65536:
-            problems.append(f"mqtt.port {self.port} out of range")
-        if not self.client_id:
-            problems.append("mqtt.client_id is empty")
-        if (self.cert_file is None) != (self.key_file is None):
-            problems.append("mqtt.cert_file and mqtt.key_file go together")
-        if self.keepalive < 5 or self.session_expiry < 0:
-            problems.append("mqtt.keepalive must be >= 5 and session_expiry >= 0")
-        if problems:
-            raise ConfigError(problems)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,37 +54,11 @@ class PahoLink:
         self.connected = threading.Event()
         self._subscribed = threading.Event()
         self.dropped = 0
-        c = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=settings.client_id,
-            protocol=mqtt.MQTTv5,
-            manual_ack=True,
-        )
-        c.reconnect_delay_set(min_delay=1, max_delay=30)
-        c.max_queued_messages_set(0)
-        if settings.username is not None:
-            pw = None
-            if settings.password_file is not None:
-                try:
-                    pw = settings.password_file.read_text().strip()
-                except OSError as exc:
-                    raise TransportError(f"cannot read MQTT password file: {exc}") from exc
-            c.username_pw_set(settings.username, pw)
-        if settings.ca_file is not None:
-            try:
-                c.tls_set(
-                    ca_certs=str(settings.ca_file),
-                    certfile=None if settings.cert_file is None else str(settings.cert_file),
-                    keyfile=None if settings.key_file is None else str(settings.key_file),
-                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
-                )
-            except (OSError, ssl.SSLError, ValueError) as exc:
-                raise TransportError(f"TLS setup failed: {exc}") from exc
+        c = make_client(settings, manual_ack=True)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
-        c.on_socket_open = tcp_no_delay  # never raises; see agent.mqtt.tcp_no_delay
         self._client = c
 
     # -- paho callbacks (network thread; never raise) ---------------------------------
@@ -178,8 +120,7 @@ class PahoLink:
     # -- application side ---------------------------------------------------------------
     def connect(self, *, timeout: float = 10.0) -> None:
         """Connect, subscribe, start the network thread; wait until subscribed."""
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self.settings.session_expiry
+        props = connect_properties(self.settings)
         try:
             self._client.connect(
                 self.settings.host,

@@ -15,13 +15,11 @@ from typing import Any
 
 import cbor2
 
-from ledger_node.errors import InvalidTransaction
+from protocol.errors import InvalidTransaction
 
 TX_DOMAIN = b"splitfed-ledger-tx-v1\x00"
 HEADER_DOMAIN = b"splitfed-ledger-header-v1\x00"
 REGISTRATION_DOMAIN = b"splitfed-device-registration-v1\x00"
-
-MAX_TX_BYTES = 256 * 1024
 
 
 def dumps(value: Any) -> bytes:

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 import nacl.exceptions
 import nacl.signing
 
-from ledger_node.codec import HEADER_DOMAIN, dumps, loads_canonical, sha256
-from ledger_node.errors import CertificateError, InvalidTransaction
+from protocol.errors import CertificateError, InvalidTransaction
+from protocol.ledger.codec import HEADER_DOMAIN, dumps, loads_canonical, sha256
 
 __all__ = [
     "Header",
@@ -41,8 +41,17 @@ __all__ = [
     "verify_header_signature",
 ]
 
-_FIELDS = {"chain", "height", "prev", "tx_root", "state_root", "time_ms", "proposer",
-           "tx_count", "invalid"}
+_FIELDS = {
+    "chain",
+    "height",
+    "prev",
+    "tx_root",
+    "state_root",
+    "time_ms",
+    "proposer",
+    "tx_count",
+    "invalid",
+}
 
 
 def max_faulty(n: int) -> int:
@@ -80,12 +89,19 @@ class Header:
             raise InvalidTransaction("header marks a tx index outside the block invalid")
 
     def to_bytes(self) -> bytes:
-        return dumps({
-            "chain": self.chain_id, "height": self.height, "prev": self.prev_hash,
-            "tx_root": self.tx_root, "state_root": self.state_root, "time_ms": self.time_ms,
-            "proposer": self.proposer, "tx_count": self.tx_count,
-            "invalid": [[i, r] for i, r in self.invalid],
-        })
+        return dumps(
+            {
+                "chain": self.chain_id,
+                "height": self.height,
+                "prev": self.prev_hash,
+                "tx_root": self.tx_root,
+                "state_root": self.state_root,
+                "time_ms": self.time_ms,
+                "proposer": self.proposer,
+                "tx_count": self.tx_count,
+                "invalid": [[i, r] for i, r in self.invalid],
+            }
+        )
 
     def hash(self) -> bytes:
         return sha256(self.raw or self.to_bytes())
@@ -104,9 +120,18 @@ def decode_header(data: bytes) -> Header:
         raise InvalidTransaction("header has the wrong fields")
     try:
         invalid = tuple((int(i), str(r)) for i, r in h["invalid"])
-        hdr = Header(chain_id=h["chain"], height=h["height"], prev_hash=h["prev"],
-                     tx_root=h["tx_root"], state_root=h["state_root"], time_ms=h["time_ms"],
-                     proposer=h["proposer"], tx_count=h["tx_count"], invalid=invalid, raw=data)
+        hdr = Header(
+            chain_id=h["chain"],
+            height=h["height"],
+            prev_hash=h["prev"],
+            tx_root=h["tx_root"],
+            state_root=h["state_root"],
+            time_ms=h["time_ms"],
+            proposer=h["proposer"],
+            tx_count=h["tx_count"],
+            invalid=invalid,
+            raw=data,
+        )
     except (TypeError, ValueError) as exc:
         raise InvalidTransaction(f"header field has the wrong type: {exc}") from exc
     if hdr.to_bytes() != data:
@@ -159,4 +184,5 @@ def verify_certificate(
     need = quorum(len(validators))
     if len(seen) < need:
         raise CertificateError(
-            f"certificate has {len(seen)} of the {need} validator signatures required")
+            f"certificate has {len(seen)} of the {need} validator signatures required"
+        )

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.privacy.mechanisms import clip_rows
+from models.clip import clip_rows
 from models.data import WindowConfig, load_windows
 from models.manifest import Manifest
 from models.runtime import ClientRuntime, ServerRuntime

@@ -25,15 +25,27 @@ from typing import Any
 import nacl.exceptions
 import nacl.signing
 
-from ledger_node.codec import MAX_TX_BYTES, TX_DOMAIN, dumps, loads_canonical, sha256_hex
-from ledger_node.errors import InvalidTransaction
+from protocol.errors import InvalidTransaction
+from protocol.ledger.codec import TX_DOMAIN, dumps, loads_canonical, sha256_hex
+from protocol.ledger_msgs import MAX_TX_BYTES
 
-__all__ = ["TX_KINDS", "Tx", "decode_tx", "make_tx"]
+__all__ = ["TX_KINDS", "Receipt", "Tx", "decode_tx", "make_tx"]
 
-TX_KINDS = frozenset({
-    "org_add", "validator_set", "device_register", "device_revoke", "session_create",
-    "round_record", "model_propose", "model_vote", "model_finalise", "evidence", "audit_report",
-})
+TX_KINDS = frozenset(
+    {
+        "org_add",
+        "validator_set",
+        "device_register",
+        "device_revoke",
+        "session_create",
+        "round_record",
+        "model_propose",
+        "model_vote",
+        "model_finalise",
+        "evidence",
+        "audit_report",
+    }
+)
 _VERSION = 1
 _MAX_ID = 128
 
@@ -74,11 +86,17 @@ def make_tx(
     nonce: int | None = None,
 ) -> bytes:
     """Build and sign a transaction; ``nonce`` defaults to the time in ns."""
-    payload = dumps({
-        "v": _VERSION, "chain": chain_id, "kind": kind, "sub": submitter,
-        "pk": bytes(signing_key.verify_key), "nonce": time.time_ns() if nonce is None else nonce,
-        "body": dict(body),
-    })
+    payload = dumps(
+        {
+            "v": _VERSION,
+            "chain": chain_id,
+            "kind": kind,
+            "sub": submitter,
+            "pk": bytes(signing_key.verify_key),
+            "nonce": time.time_ns() if nonce is None else nonce,
+            "body": dict(body),
+        }
+    )
     sig = signing_key.sign(TX_DOMAIN + payload).signature
     raw = dumps({"p": payload, "s": sig})
     decode_tx(raw)  # validate what we produce exactly as a receiver would
@@ -100,10 +118,16 @@ def decode_tx(data: bytes, *, chain_id: str | None = None) -> Tx:
         raise InvalidTransaction("tx payload has the wrong fields")
     if p["v"] != _VERSION:
         raise InvalidTransaction(f"unsupported tx version {p['v']!r}")
-    if not (isinstance(p["chain"], str) and isinstance(p["kind"], str)
-            and isinstance(p["sub"], str) and isinstance(p["pk"], bytes)
-            and isinstance(p["nonce"], int) and not isinstance(p["nonce"], bool)
-            and isinstance(p["body"], dict) and len(p["pk"]) == 32):
+    if not (
+        isinstance(p["chain"], str)
+        and isinstance(p["kind"], str)
+        and isinstance(p["sub"], str)
+        and isinstance(p["pk"], bytes)
+        and isinstance(p["nonce"], int)
+        and not isinstance(p["nonce"], bool)
+        and isinstance(p["body"], dict)
+        and len(p["pk"]) == 32
+    ):
         raise InvalidTransaction("tx payload field has the wrong type")
     try:
         nacl.signing.VerifyKey(p["pk"]).verify(TX_DOMAIN + payload, sig)
@@ -111,5 +135,23 @@ def decode_tx(data: bytes, *, chain_id: str | None = None) -> Tx:
         raise InvalidTransaction("tx signature does not verify") from exc
     if chain_id is not None and p["chain"] != chain_id:
         raise InvalidTransaction(f"tx is for chain {p['chain']!r}, not {chain_id!r}")
-    return Tx(kind=p["kind"], body=p["body"], submitter=p["sub"], pubkey_hex=p["pk"].hex(),
-              chain_id=p["chain"], nonce=p["nonce"], raw=data, txid=sha256_hex(data))
+    return Tx(
+        kind=p["kind"],
+        body=p["body"],
+        submitter=p["sub"],
+        pubkey_hex=p["pk"].hex(),
+        chain_id=p["chain"],
+        nonce=p["nonce"],
+        raw=data,
+        txid=sha256_hex(data),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Receipt:
+    """Where a submitted tx ended up: its block, and whether it took effect."""
+
+    txid: str
+    height: int
+    valid: bool
+    reason: str | None

@@ -1,4 +1,4 @@
-"""Gateway endorsement of device envelopes (pure).
+"""Gateway endorsement of device envelopes, and the protocol's signer ids (pure).
 
 The gateway forwards a device's message to the server *unchanged*: the
 forwarded message is a COSE_Sign1 by the gateway (content type
@@ -11,7 +11,10 @@ cannot alter activations, labels or DP parameters without the server
 noticing. A gateway *can* drop or delay messages; that is not covered.
 
 Ledger identities contain a ``/`` (``<org>/gateway``), which COSE kids in
-this protocol may not, so the kid is ``<org>.gateway``.
+this protocol may not, so the kid is ``<org>.gateway``. The server signs as
+:data:`SERVER_KID`. An endorsement may add up to
+:data:`protocol.envelope.ENDORSEMENT_OVERHEAD` bytes around the device's
+envelope (the broker's message size limit is sized by the same constant).
 """
 
 from __future__ import annotations
@@ -23,17 +26,19 @@ from protocol.control import Endorsement
 from protocol.errors import BadSignature, MalformedMessage
 
 __all__ = [
-    "ENDORSE_OVERHEAD",
+    "SERVER_KID",
     "endorse",
+    "endorsement_refusal",
     "gateway_identity",
     "gateway_kid",
     "open_endorsement",
     "org_of_gateway_kid",
 ]
 
-#: bytes an endorsement adds around the device envelope (headers + signature, generous)
-ENDORSE_OVERHEAD = 512
+#: the COSE kid of the central server (commands, gradients, model halves, announcements)
+SERVER_KID = "server"
 _SUFFIX = ".gateway"
+_MAX_ENDORSED = env_mod.MAX_ENVELOPE_BYTES + env_mod.ENDORSEMENT_OVERHEAD
 
 
 def gateway_kid(org: str) -> str:
@@ -67,7 +72,7 @@ def endorse(
         signing_key=signing_key,
         kid=gateway_kid(org),
         content_type=Endorsement.CONTENT_TYPE,
-        max_size=env_mod.MAX_ENVELOPE_BYTES + ENDORSE_OVERHEAD,
+        max_size=_MAX_ENDORSED,
     )
 
 
@@ -81,12 +86,23 @@ def open_endorsement(data: bytes, *, gateway_key: nacl.signing.VerifyKey, org: s
     env = env_mod.verify(
         data,
         verify_key=gateway_key,
-        max_size=env_mod.MAX_ENVELOPE_BYTES + ENDORSE_OVERHEAD,
+        max_size=_MAX_ENDORSED,
         expected_kid=gateway_kid(org),
     )
     if env.content_type != Endorsement.CONTENT_TYPE:
         raise BadSignature(f"content type {env.content_type!r} is not an endorsement")
     msg = Endorsement.decode(env.payload)
-    if msg.org != org or msg.gateway != gateway_kid(org):
-        raise BadSignature(f"endorsement names {msg.org}/{msg.gateway}, signed by {org}")
+    problem = endorsement_refusal(msg, org)
+    if problem is not None:
+        raise problem
     return msg
+
+
+def endorsement_refusal(msg: Endorsement, org: str) -> BadSignature | None:
+    """Why a verified endorsement by ``org``'s gateway must still be refused, if it must.
+
+    The signed fields must name the signer: the organisation and its gateway kid.
+    """
+    if msg.org != org or msg.gateway != gateway_kid(org):
+        return BadSignature(f"endorsement names {msg.org}/{msg.gateway}, signed by {org}")
+    return None

@@ -5,8 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.errors import AggregationError
-from gateway.fedavg import WeightedUpdate, fedavg
+from models.fedavg import AggregationError, WeightedUpdate, fedavg
 
 
 def _u(vals: list[float], n: int) -> WeightedUpdate:

@@ -4,9 +4,9 @@ import urllib.request
 
 import pytest
 
-from gateway.metrics import MetricsRegistry
-from gateway.metrics_http import MetricsServer
 from gateway.ratelimit import LogLimiter
+from service.metrics import MetricsRegistry
+from service.metrics_http import MetricsServer
 
 
 def test_counter_and_gauge_render_in_exposition_format() -> None:
@@ -91,7 +91,7 @@ def _exposed_by_the_real_stack() -> str:
 
 
 def test_every_exposed_name_follows_the_naming_guide() -> None:
-    from gateway.metrics import check_metric_name
+    from service.metrics import check_metric_name
 
     text = _exposed_by_the_real_stack()
     types = dict(line.split()[2:4] for line in text.splitlines() if line.startswith("# TYPE"))

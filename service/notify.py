@@ -15,7 +15,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Mapping
+
+__all__ = ["SystemdNotifier", "Watchdog"]
 
 log = logging.getLogger(__name__)
 
@@ -68,3 +71,25 @@ class SystemdNotifier:
 
     def stopping(self) -> bool:
         return self.notify("STOPPING=1")
+
+
+class Watchdog:
+    """Rate-limited ``WATCHDOG=1`` from a main loop: call :meth:`tick` on every iteration.
+
+    Pings at most every ``watchdog_interval`` (half of ``WatchdogSec``), or every
+    ``default_period`` seconds when systemd did not say. Only the loop that does the
+    work should tick, so a hung loop stops the pings and systemd restarts the service.
+    """
+
+    def __init__(self, notifier: SystemdNotifier, *, default_period: float = 5.0) -> None:
+        self.notifier = notifier
+        self.period = notifier.watchdog_interval or default_period
+        self._last: float | None = None
+
+    def tick(self, now: float | None = None) -> bool:
+        """Ping if the period has passed; True if a ping was sent."""
+        t = time.monotonic() if now is None else now
+        if self._last is not None and t - self._last < self.period:
+            return False
+        self._last = t
+        return self.notifier.watchdog()

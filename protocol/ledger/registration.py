@@ -18,8 +18,8 @@ from typing import Any
 import nacl.exceptions
 import nacl.signing
 
-from ledger_node.codec import REGISTRATION_DOMAIN, dumps, loads_canonical
-from ledger_node.errors import InvalidTransaction
+from protocol.errors import InvalidTransaction
+from protocol.ledger.codec import REGISTRATION_DOMAIN, dumps, loads_canonical
 
 __all__ = ["RegistrationRequest", "make_registration_request", "verify_registration_request"]
 
@@ -44,12 +44,23 @@ class RegistrationRequest:
 
 
 def make_registration_request(
-    *, signing_key: nacl.signing.SigningKey, org: str, device: str,
+    *,
+    signing_key: nacl.signing.SigningKey,
+    org: str,
+    device: str,
     capabilities: Mapping[str, Any] = _EMPTY,
 ) -> bytes:
     """A registration request signed by the device's own key."""
-    payload = dumps({"v": 1, "org": org, "device": device, "pk": bytes(signing_key.verify_key),
-                     "caps": dict(capabilities), "t": time.time_ns()})
+    payload = dumps(
+        {
+            "v": 1,
+            "org": org,
+            "device": device,
+            "pk": bytes(signing_key.verify_key),
+            "caps": dict(capabilities),
+            "t": time.time_ns(),
+        }
+    )
     sig = signing_key.sign(REGISTRATION_DOMAIN + payload).signature
     raw = dumps({"p": payload, "s": sig})
     verify_registration_request(raw)
@@ -65,14 +76,26 @@ def verify_registration_request(data: bytes) -> RegistrationRequest:
     if not isinstance(payload, bytes) or not isinstance(sig, bytes):
         raise InvalidTransaction("registration request fields have the wrong type")
     p = loads_canonical(payload, what="registration payload")
-    if (not isinstance(p, dict) or set(p) != {"v", "org", "device", "pk", "caps", "t"}
-            or p["v"] != 1 or not isinstance(p["pk"], bytes) or len(p["pk"]) != 32
-            or not isinstance(p["org"], str) or not isinstance(p["device"], str)
-            or not isinstance(p["caps"], dict) or not isinstance(p["t"], int)):
+    if (
+        not isinstance(p, dict)
+        or set(p) != {"v", "org", "device", "pk", "caps", "t"}
+        or p["v"] != 1
+        or not isinstance(p["pk"], bytes)
+        or len(p["pk"]) != 32
+        or not isinstance(p["org"], str)
+        or not isinstance(p["device"], str)
+        or not isinstance(p["caps"], dict)
+        or not isinstance(p["t"], int)
+    ):
         raise InvalidTransaction("registration payload has the wrong fields")
     try:
         nacl.signing.VerifyKey(p["pk"]).verify(REGISTRATION_DOMAIN + payload, sig)
     except nacl.exceptions.BadSignatureError as exc:
         raise InvalidTransaction("registration request is not signed by the device key") from exc
-    return RegistrationRequest(org=p["org"], device=p["device"], pubkey_hex=p["pk"].hex(),
-                               capabilities=p["caps"], time_ns=p["t"])
+    return RegistrationRequest(
+        org=p["org"],
+        device=p["device"],
+        pubkey_hex=p["pk"].hex(),
+        capabilities=p["caps"],
+        time_ns=p["t"],
+    )

@@ -6,8 +6,8 @@ Synchronous, stdlib ``urllib`` only. Every method raises a
 tx or the request), :class:`~ledger_node.errors.NotFoundError` (404),
 :class:`~ledger_node.errors.OrderingError` (503 / node unreachable).
 
-Retries (:mod:`ledger_node.retry`): every call is retried under the client's
-:class:`~ledger_node.retry.RetryPolicy` (default: up to 6 attempts,
+Retries (:mod:`service.retry`): every call is retried under the client's
+:class:`~service.retry.RetryPolicy` (default: up to 6 attempts,
 exponential backoff 0.1 s doubling to 2 s with equal jitter, 8 s in total)
 when it failed transiently: connection refused / reset / timed out, a
 response cut short, or 502/503/504/429 (``Retry-After`` honoured). Only
@@ -31,12 +31,18 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger_node.errors import InvalidTransaction, LedgerError, NotFoundError, OrderingError
-from ledger_node.lightclient import ProofBundle
-from ledger_node.node import Receipt
-from ledger_node.retry import DEFAULT_RETRY, RetryPolicy, TransientError, call_with_retry
+from protocol.errors import (
+    InvalidTransaction,
+    LedgerError,
+    NotFoundError,
+    OrderingError,
+    ProtocolError,
+)
+from protocol.ledger.tx import Receipt
+from protocol.ledger_msgs import LedgerProof
+from service.retry import DEFAULT_RETRY, RetryPolicy, TransientError, call_with_retry
 
-__all__ = ["DeviceRecord", "LedgerClient", "ModelRecord", "Receipt", "SessionRecord"]
+__all__ = ["DeviceRecord", "LedgerClient", "ModelRecord", "SessionRecord"]
 
 _TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
 _MAX_WAIT_QUERY_S = 30.0  # the node caps a long-poll at 30 s anyway
@@ -207,14 +213,19 @@ class LedgerClient:
                 h += 1
                 yield self.block(h)
 
-    def proof(self, txid: str) -> ProofBundle:
+    def proof(self, txid: str) -> LedgerProof:
+        """The inclusion proof of ``txid``; a proof the protocol would refuse is a LedgerError."""
         d = self._call(f"/v1/proof/{self._q(txid)}")
-        return ProofBundle(chain_id=d["chain_id"], height=int(d["height"]),
-                           header=bytes.fromhex(d["header"]),
-                           certificate=tuple((v, bytes.fromhex(s)) for v, s in d["certificate"]),
-                           tx=bytes.fromhex(d["tx"]), leaf_index=int(d["leaf_index"]),
-                           tree_size=int(d["tree_size"]),
-                           audit_path=tuple(bytes.fromhex(p) for p in d["audit_path"]))
+        try:
+            return LedgerProof(chain_id=d["chain_id"], height=int(d["height"]),
+                               header=bytes.fromhex(d["header"]),
+                               certificate=tuple((v, bytes.fromhex(s))
+                                                 for v, s in d["certificate"]),
+                               tx=bytes.fromhex(d["tx"]), leaf_index=int(d["leaf_index"]),
+                               tree_size=int(d["tree_size"]),
+                               audit_path=tuple(bytes.fromhex(p) for p in d["audit_path"]))
+        except (ProtocolError, KeyError, TypeError, ValueError) as exc:
+            raise LedgerError(f"ledger returned an unusable proof: {exc}") from exc
 
     # --------------------------------------------------------------- state
     def state(self, key: str) -> Any:
