@@ -93,6 +93,19 @@ class WsgiServer:
             except OSError as exc:  # already gone
                 log.debug("closing %r: %s", dispatcher, exc)
 
+    def _on_loop(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the loop thread; if its wake-up pipe is already gone, run it here.
+
+        Seen under load: the trigger's pipe closed (EBADF) before ``stop`` reached it,
+        which left the listener and connections open and failed the caller's teardown.
+        A loop without its trigger cannot run ``fn`` any more, so doing it directly is safe.
+        """
+        try:
+            self._server.trigger.pull_trigger(fn)
+        except OSError as exc:
+            log.warning("HTTP loop wake-up failed (%s): closing from the caller", exc)
+            fn()
+
     def _unflushed(self) -> int:
         return sum(1 for d in list(self._server._map.values())
                    if getattr(d, "total_outbufs_len", 0) or getattr(d, "requests", None))
@@ -106,13 +119,13 @@ class WsgiServer:
             self._close_all()
             self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=timeout)
             return
-        self._server.trigger.pull_trigger(self._close_listener)
+        self._on_loop(self._close_listener)
         # workers finish the request they hold (the API ends its long-polls first)
         self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=timeout)
         flush_until = time.monotonic() + min(timeout, 2.0)
         while self._unflushed() and time.monotonic() < flush_until:
             time.sleep(0.02)
-        self._server.trigger.pull_trigger(self._close_all)
+        self._on_loop(self._close_all)
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.error("HTTP loop thread did not stop within %.0f s", timeout)
