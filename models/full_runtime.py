@@ -31,7 +31,6 @@ from pathlib import Path
 import numpy as np
 
 from models.manifest import Manifest
-from models.preprocess import apply_norm
 from models.runtime import _resolve, _Runtime
 from protocol.errors import ModelError
 
@@ -67,15 +66,6 @@ class FullRuntime(_Runtime):
     def weight_shapes(self) -> tuple[tuple[int, ...], ...]:
         """Shapes of the weight arrays, in manifest order."""
         return self._weight_shapes
-
-    def normalise(self, x: np.ndarray) -> np.ndarray:
-        """Normalise raw windows ``(C, L)`` or ``(B, C, L)`` with the manifest's constants."""
-        arr = np.asarray(x, dtype=np.float32)
-        if arr.shape[-2:] != self.manifest.input_shape:
-            raise ModelError(f"window must end in shape {self.manifest.input_shape}, "
-                             f"got {arr.shape}")
-        m = self.manifest
-        return apply_norm(arr, mean=m.norm_mean, std=m.norm_std, per_window=m.norm_per_window)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities ``(B, num_classes)`` for normalised windows ``(B, C, L)``."""

@@ -78,6 +78,19 @@ def _resolve(manifest_or_path: Manifest | str | Path) -> Manifest:
 
 class _Runtime:
     _weight_shapes: tuple[Shape, ...]
+    manifest: Manifest
+
+    def normalise(self, x: np.ndarray) -> np.ndarray:
+        """Normalise raw windows as the build did (:mod:`models.preprocess`, manifest constants).
+
+        ``x`` is ``(C, L)`` or ``(B, C, L)``; ``forward``/``predict`` expect normalised input.
+        """
+        arr = np.asarray(x, dtype=np.float32)
+        if arr.shape[-2:] != self.manifest.input_shape:
+            raise ModelError(f"window must end in shape {self.manifest.input_shape}, "
+                             f"got {arr.shape}")
+        m = self.manifest
+        return apply_norm(arr, mean=m.norm_mean, std=m.norm_std, per_window=m.norm_per_window)
 
     def __init__(self, manifest: Manifest, file_name: str, sha256: str,
                  num_threads: int | None) -> None:
@@ -172,18 +185,6 @@ class ClientRuntime(_Runtime):
                       num_threads: int | None = None) -> ClientRuntime:
         """Load the client half; :class:`ArtifactIntegrityError` if its sha256 differs."""
         return cls(_resolve(manifest_or_path), num_threads=num_threads)
-
-    def normalise(self, x: np.ndarray) -> np.ndarray:
-        """Normalise raw windows as the build did (:mod:`models.preprocess`, manifest constants).
-
-        ``x`` is ``(C, L)`` or ``(B, C, L)``; :meth:`forward` expects normalised input.
-        """
-        arr = np.asarray(x, dtype=np.float32)
-        if arr.shape[-2:] != self.manifest.input_shape:
-            raise ModelError(f"window must end in shape {self.manifest.input_shape}, "
-                             f"got {arr.shape}")
-        m = self.manifest
-        return apply_norm(arr, mean=m.norm_mean, std=m.norm_std, per_window=m.norm_per_window)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Activations ``(B, *activation_shape)`` for normalised windows ``x`` ``(B, C, L)``."""

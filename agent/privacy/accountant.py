@@ -81,6 +81,7 @@ from agent.privacy.events import (
 )
 from agent.privacy.record_store import RecordStore
 from protocol.errors import BudgetExceeded, PrivacyError
+from service.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -349,21 +350,8 @@ def _digest(body: dict[str, Any]) -> str:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    """The shared durable replace (fsync file and directory), errors as accountant errors."""
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        tmp.replace(path)
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        atomic_write(path, data)
     except OSError as exc:
         raise AccountantStateError(f"cannot persist privacy state {path}: {exc}") from exc

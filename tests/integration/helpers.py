@@ -10,6 +10,8 @@ node is stopped when the block ends (the ``ledger`` fixture in conftest wraps it
 
 from __future__ import annotations
 
+import socket
+import struct
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -49,3 +51,31 @@ def solo_ledger(path: Path) -> Iterator[tuple[LedgerClient, Consortium]]:
         api.stop()
         orderer.stop()
         node.close()
+
+
+def read_http_request(sock: socket.socket) -> bytes:
+    """One whole HTTP/1.1 request (head and Content-Length body) from ``sock``."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return buf
+        buf += chunk
+    head, _, body = buf.partition(b"\r\n\r\n")
+    n = 0
+    for line in head.split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"content-length":
+            n = int(v.strip())
+    while len(body) < n:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+def reset_connection(sock: socket.socket) -> None:
+    """Close ``sock`` with a TCP RST (SO_LINGER 0), as a crashed peer would."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()

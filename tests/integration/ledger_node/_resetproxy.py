@@ -10,36 +10,11 @@ One request per connection (``urllib`` sends ``Connection: close``).
 from __future__ import annotations
 
 import socket
-import struct
 import threading
 
+from tests.integration.helpers import read_http_request, reset_connection
+
 from ._http import address
-
-
-def _read_request(sock: socket.socket) -> bytes:
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return buf
-        buf += chunk
-    head, _, body = buf.partition(b"\r\n\r\n")
-    n = 0
-    for line in head.split(b"\r\n")[1:]:
-        k, _, v = line.partition(b":")
-        if k.strip().lower() == b"content-length":
-            n = int(v.strip())
-    while len(body) < n:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        body += chunk
-    return head + b"\r\n\r\n" + body
-
-
-def _reset(sock: socket.socket) -> None:
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
 
 
 class ResetProxy:
@@ -73,9 +48,9 @@ class ResetProxy:
                 conn.close()
 
     def _serve(self, conn: socket.socket, *, reset: bool) -> None:
-        req = _read_request(conn)
+        req = read_http_request(conn)
         if reset and self.mode == "before":
-            _reset(conn)
+            reset_connection(conn)
             return
         with socket.create_connection(self.upstream, timeout=10) as up:
             up.sendall(req)
@@ -83,7 +58,7 @@ class ResetProxy:
             while chunk := up.recv(65536):
                 answer += chunk
         if reset:
-            _reset(conn)
+            reset_connection(conn)
             return
         conn.sendall(answer)
         conn.close()

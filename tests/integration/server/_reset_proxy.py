@@ -12,35 +12,14 @@ from __future__ import annotations
 
 import socket
 import socketserver
-import struct
 import threading
 import urllib.parse
 
 from ledger_node.errors import LedgerError
 from protocol.ledger.tx import decode_tx
+from tests.integration.helpers import read_http_request, reset_connection
 
 __all__ = ["ResetVoteProxy"]
-
-
-def _read_request(sock: socket.socket) -> bytes:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return data
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value.strip())
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        body += chunk
-    return head + b"\r\n\r\n" + body
 
 
 def _is_vote(request: bytes) -> bool:
@@ -90,10 +69,10 @@ class ResetVoteProxy:
 
     def _handle(self, client: socket.socket) -> None:
         client.settimeout(10)
-        request = _read_request(client)
+        request = read_http_request(client)
         reset = self._take_reset(request)
         if reset and self._when == "before":
-            self._rst(client)
+            reset_connection(client)
             return
         with socket.create_connection(self._upstream, timeout=10) as up:
             up.sendall(request)
@@ -101,14 +80,9 @@ class ResetVoteProxy:
             while chunk := up.recv(65536):
                 response += chunk
         if reset:
-            self._rst(client)
+            reset_connection(client)
             return
         client.sendall(response)
-
-    @staticmethod
-    def _rst(sock: socket.socket) -> None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        sock.close()
 
     def start(self) -> None:
         self._thread.start()
